@@ -1,0 +1,58 @@
+# The minillm book. Two commands do everything on a fresh machine:
+#   make book   build the HTML book into _build/html
+#   make test   run every check: notebook checker, unit tests, book build, strict nbval
+# Both create (or refresh) the virtual environment .venv first.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# Two pytest workers: one per core on the 2-core laptop the book targets.
+WORKERS ?= 2
+
+NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
+
+.PHONY: book test check nbval student execute lab clean
+
+# The environment is rebuilt whenever pyproject.toml changes.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	@# Prefer a CPU build of torch that already lies on this disk (seconds, no
+	@# multi-GB CUDA download); fall back to PyPI's torch anywhere else.
+	$(BIN)/python -c "import torch" 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet --no-index --no-deps torch 2>/dev/null \
+	  || $(BIN)/python -m pip install --quiet "torch>=2.1"
+	$(BIN)/python -m pip install --quiet -e ".[book,test]"
+	touch $(STAMP)
+
+book: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+
+# Everything CI runs. The book build comes before the tests so that pytest's
+# summary is the last thing printed.
+test: $(STAMP)
+	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/pytest tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=0 -p no:cacheprovider
+
+# Only the fast checks (checker + unit tests), no notebooks.
+check: $(STAMP)
+	$(BIN)/pytest tests/ -n $(WORKERS)
+
+# Only the notebooks, strictly: pytest --nbval chapters/
+nbval: $(STAMP)
+	$(BIN)/pytest chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=0
+
+# The student edition: solutions replaced by `raise NotImplementedError`.
+student: $(STAMP)
+	$(BIN)/python -m minillm.notebooks student chapters student
+
+# Re-execute notebooks in place (stored outputs): make execute NB=chapters/01_*/01_*.ipynb
+execute: $(STAMP)
+	$(BIN)/python -m minillm.notebooks execute $(NB)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab chapters/
+
+clean:
+	rm -rf _build student .pytest_cache
