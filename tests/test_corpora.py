@@ -38,3 +38,11 @@ def test_corrupt_corpus_is_detected(tmp_path, monkeypatch):
 def test_words():
     assert corpora.words("The x += 1. Don't!") == ["the", "x", "+", "=", "1", ".", "don't", "!"]
     assert corpora.words("The End", lower=False) == ["The", "End"]
+
+
+def test_heading_underlines_are_removed():
+    text = corpora.python_reference("all")
+    lines = [line.strip() for line in text.splitlines()]
+    assert not [line for line in lines if line and set(line) <= set("-=+*~^.#") and len(line) >= 4]
+    assert "***********centered***********" in text  # a format example is text, not layout
+    assert text.startswith('The "assert" statement\n\nAssert statements')  # title kept, underline gone
