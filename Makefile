@@ -33,7 +33,7 @@ book: $(STAMP)
 # summary is the last thing printed.
 test: $(STAMP)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
-	$(BIN)/pytest tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=0 -p no:cacheprovider
+	$(BIN)/pytest tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10 -p no:cacheprovider
 
 # Only the fast checks (checker + unit tests), no notebooks.
 check: $(STAMP)
@@ -41,7 +41,7 @@ check: $(STAMP)
 
 # Only the notebooks, strictly: pytest --nbval chapters/
 nbval: $(STAMP)
-	$(BIN)/pytest chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=0
+	$(BIN)/pytest chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10
 
 # The student edition: solutions replaced by `raise NotImplementedError`.
 student: $(STAMP)

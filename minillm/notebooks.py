@@ -91,11 +91,16 @@ def check_notebook(path: Path) -> list[str]:
     if not any(re.search(r"^\s*(import minillm|from minillm)", c.source, re.M) for c in code):
         problems.append("never imports minillm")
 
+    if code and all(c.execution_count is None for c in code):
+        problems.append("is not executed: run it top to bottom (make execute NB=...)")
+        code_checked_for_order = False
+    else:
+        code_checked_for_order = True
     for i, cell in enumerate(code, start=1):
         where = f"code cell {i}"
         if not cell.source.strip():
             problems.append(f"{where} is empty (delete it)")
-        if cell.execution_count != i:
+        if code_checked_for_order and cell.execution_count != i:
             problems.append(f"{where} has execution_count {cell.execution_count}, expected {i}: "
                             "re-run the notebook top to bottom (make execute NB=...)")
         for out in cell.get("outputs", []):
