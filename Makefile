@@ -9,6 +9,10 @@ BIN    := $(VENV)/bin
 # Two pytest workers: one per core on the 2-core laptop the book targets.
 WORKERS ?= 2
 
+# Each of the two workers runs one notebook kernel; one torch thread per kernel
+# keeps two kernels from fighting over two cores (oversubscribed torch threads
+# spin and can be 10x slower). Notebooks read alone in Jupyter use every core.
+PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
 .PHONY: book test check nbval student execute lab clean
@@ -39,15 +43,15 @@ book: $(BOOK_ENV)
 # summary is the last thing printed.
 test: $(TEST_ENV)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
-	$(BIN)/pytest tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10 -p no:cacheprovider
+	$(PYTEST) tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10 -p no:cacheprovider
 
 # Only the fast checks (checker + unit tests), no notebooks.
 check: $(TEST_ENV)
-	$(BIN)/pytest tests/ -n $(WORKERS)
+	$(PYTEST) tests/ -n $(WORKERS)
 
 # Only the notebooks, strictly: pytest --nbval chapters/
 nbval: $(TEST_ENV)
-	$(BIN)/pytest chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10
+	$(PYTEST) chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10
 
 # The student edition: solutions replaced by `raise NotImplementedError`.
 student: $(TEST_ENV)

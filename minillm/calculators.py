@@ -1,0 +1,117 @@
+"""Back-of-the-envelope calculators: parameters, FLOPs, time and memory.
+
+These work from a model's *published shape* alone, so they answer questions
+about models far too big to build: how many parameters does GPT-3 have, how
+much compute did it take to train, how long would that take on a given cluster.
+
+The parameter formulas are for the GPT-2 / GPT-3 family (Radford et al. 2019;
+Brown et al. 2020): learned position embeddings, LayerNorm with a bias, a
+ReLU/GELU MLP of width ``d_ff`` (4 d by default), biases on every linear layer
+and an LM head tied to the token embedding. For the book's own Llama-style
+model use ``minillm.config.count_parameters`` instead.
+
+    >>> gpt_parameter_count(**GPT2_SMALL)
+    124439808
+    >>> f"{training_flops(175e9, 300e9):.3g}"
+    '3.15e+23'
+"""
+from __future__ import annotations
+
+SECONDS_PER_DAY = 86_400
+
+#: Published shapes (vocabulary 50257 for both: GPT-3 reuses GPT-2's tokenizer).
+GPT2_SMALL = dict(n_layers=12, d_model=768, vocab_size=50257, n_ctx=1024)
+GPT3_175B = dict(n_layers=96, d_model=12288, vocab_size=50257, n_ctx=2048)
+
+#: GPT-3 Table 2.1 (Brown et al. 2020): name -> (n_layers, d_model, published n_params).
+GPT3_TABLE: dict[str, tuple[int, int, float]] = {
+    "GPT-3 Small": (12, 768, 125e6),
+    "GPT-3 Medium": (24, 1024, 350e6),
+    "GPT-3 Large": (24, 1536, 760e6),
+    "GPT-3 XL": (24, 2048, 1.3e9),
+    "GPT-3 2.7B": (32, 2560, 2.7e9),
+    "GPT-3 6.7B": (32, 4096, 6.7e9),
+    "GPT-3 13B": (40, 5140, 13.0e9),
+    "GPT-3 175B": (96, 12288, 175.0e9),
+}
+
+
+def _positive(**values) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+
+
+def gpt_parameter_breakdown(n_layers: int, d_model: int, vocab_size: int, n_ctx: int,
+                            d_ff: int | None = None, tie_embeddings: bool = True) -> dict[str, int]:
+    """Parameters of a GPT-2/3-style model, split by part.
+
+    Per block (d = d_model, f = d_ff):
+      attention: fused q,k,v projection d x 3d plus bias 3d, output d x d plus bias d
+      mlp:       d x f plus bias f, f x d plus bias d
+      norms:     two LayerNorms, each a scale and a bias of d
+    plus the token embedding V x d, the position embedding n_ctx x d, the final
+    LayerNorm 2d and, only if untied, an LM head V x d.
+    With f = 4d one block holds 12 d^2 + 13 d parameters.
+    """
+    d_ff = 4 * d_model if d_ff is None else d_ff
+    _positive(n_layers=n_layers, d_model=d_model, vocab_size=vocab_size, n_ctx=n_ctx, d_ff=d_ff)
+    d, f, L = d_model, d_ff, n_layers
+    return {
+        "token embedding": vocab_size * d,
+        "position embedding": n_ctx * d,
+        "attention": L * (3 * d * d + 3 * d + d * d + d),
+        "mlp": L * (d * f + f + f * d + d),
+        "norms": L * 2 * (2 * d) + 2 * d,
+        "lm head": 0 if tie_embeddings else vocab_size * d,
+    }
+
+
+def gpt_parameter_count(n_layers: int, d_model: int, vocab_size: int, n_ctx: int,
+                        d_ff: int | None = None, tie_embeddings: bool = True) -> int:
+    """Total of ``gpt_parameter_breakdown``: e.g. 124,439,808 for GPT-2 small."""
+    return sum(gpt_parameter_breakdown(n_layers, d_model, vocab_size, n_ctx, d_ff, tie_embeddings).values())
+
+
+def training_flops(n_params: float, n_tokens: float) -> float:
+    """Training compute C = 6 N D FLOPs (Kaplan et al. 2020).
+
+    Each of the N weights does one multiply-add (2 FLOPs) per token in the
+    forward pass; the backward pass computes gradients for both the
+    activations and the weights, twice the forward work: 2 + 4 = 6 per token.
+    Ignores attention's own T-dependent term (``attention_flops_per_token``).
+    """
+    _positive(n_params=n_params, n_tokens=n_tokens)
+    return 6.0 * n_params * n_tokens
+
+
+def attention_flops_per_token(n_layers: int, seq_len: int, d_model: int, training: bool = True) -> float:
+    """The attention scores and the weighted sum, which no weight matrix counts.
+
+    Per layer and token: q.k against T keys (T d multiply-adds) and the weighted
+    sum of T values (T d more): 4 L T d FLOPs forward, 12 L T d to train.
+    Counted over the full T x T square, as in PaLM's 6N + 12LTd.
+    """
+    _positive(n_layers=n_layers, seq_len=seq_len, d_model=d_model)
+    forward = 4.0 * n_layers * seq_len * d_model
+    return 3 * forward if training else forward
+
+
+def pf_days(flops: float) -> float:
+    """FLOPs expressed in petaflop/s-days (1e15 FLOP/s for a day), GPT-3's unit."""
+    return flops / (1e15 * SECONDS_PER_DAY)
+
+
+def training_days(flops: float, n_devices: int, peak_flops_per_device: float, utilization: float) -> float:
+    """Wall-clock days to spend ``flops`` on ``n_devices`` accelerators that each
+    reach ``utilization`` (0 < u <= 1; 0.3-0.5 is typical) of their peak FLOP/s."""
+    _positive(flops=flops, n_devices=n_devices, peak_flops_per_device=peak_flops_per_device, utilization=utilization)
+    if utilization > 1:
+        raise ValueError(f"utilization is a fraction of peak, at most 1, got {utilization!r}")
+    return flops / (n_devices * peak_flops_per_device * utilization) / SECONDS_PER_DAY
+
+
+def weight_bytes(n_params: float, bytes_per_param: float = 2) -> float:
+    """Memory for the weights alone: 2 bytes each in bf16/fp16, 4 in fp32."""
+    _positive(n_params=n_params, bytes_per_param=bytes_per_param)
+    return n_params * bytes_per_param

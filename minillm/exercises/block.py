@@ -1,0 +1,172 @@
+"""Checkers for the exercises of chapter 5, "The Transformer block"
+(notebook 1: residuals and normalization; notebook 2: the MLP and the full
+model). Each takes the reader's function and raises ExerciseError with a hint
+when an answer is wrong."""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from minillm.config import ModelConfig, count_parameters
+from minillm.exercises import ExerciseError, call, expect_close, passed
+
+
+def _tensor(value, shape: tuple, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor):
+        raise ExerciseError(f"{what}: expected a torch tensor, got {type(value).__name__}")
+    if tuple(value.shape) != shape:
+        raise ExerciseError(f"{what}: expected shape {shape}, got {tuple(value.shape)}")
+    return value.detach().double()
+
+
+def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
+    return torch.allclose(a, b.double(), rtol=1e-4, atol=1e-5)
+
+
+def _inputs(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(3, 5, 8, generator=g) * 3 + 1  # rows with a nonzero mean and rms far from 1
+    weight = torch.rand(8, generator=g) + 0.5
+    bias = torch.randn(8, generator=g)
+    return x, weight, bias
+
+
+# ------------------------------------------------------------ notebook 1
+
+def check_rms_norm(rms_norm) -> None:
+    """``rms_norm(x, weight, eps)``: x / sqrt(mean(x^2 over the last dim) + eps) * weight."""
+    x, weight, _ = _inputs()
+    eps = 1e-5
+    got = _tensor(call(rms_norm, x.clone(), weight.clone(), eps), tuple(x.shape), "rms_norm(x [3, 5, 8], weight, eps)")
+    want = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+    wrong = {
+        "normalised the whole tensor at once: take the mean over the LAST dimension only "
+        "(mean(-1, keepdim=True)), so that each token is normalised by its own statistics":
+            x * torch.rsqrt(x.pow(2).mean() + eps) * weight,
+        "subtracted the mean: that is LayerNorm; RMSNorm only divides by the root mean square":
+            F.layer_norm(x, (8,), weight, None, eps),
+        "forgot to multiply by `weight` (the learned per-feature gain)":
+            x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps),
+        "divided by the mean square, not its square ROOT":
+            x / (x.pow(2).mean(-1, keepdim=True) + eps) * weight,
+    }
+    for hint, value in wrong.items():
+        if _close(got, value) and not _close(got, want):
+            raise ExerciseError(f"rms_norm is wrong: you {hint}")
+    if not _close(got, want):
+        raise ExerciseError(f"rms_norm(x) differs from x / sqrt(mean(x^2) + eps) * weight by up to "
+                            f"{(got - want.double()).abs().max().item():.3g}")
+    tiny = x[:1, :1] * 1e-3  # mean square ~1e-5: eps matters here
+    got = _tensor(call(rms_norm, tiny.clone(), weight.clone(), eps), tuple(tiny.shape), "rms_norm of a tiny row")
+    want = tiny * torch.rsqrt(tiny.pow(2).mean(-1, keepdim=True) + eps) * weight
+    if not _close(got, want):
+        raise ExerciseError("rms_norm is right for ordinary rows but not for a row with tiny values: add eps "
+                            "INSIDE the square root, sqrt(mean(x^2) + eps), not after it")
+    other = x.clone()
+    other[1] *= 100
+    got0 = _tensor(call(rms_norm, other, weight.clone(), eps), tuple(x.shape), "rms_norm(x)")[0]
+    if not _close(got0, x[0] * torch.rsqrt(x[0].pow(2).mean(-1, keepdim=True) + eps) * weight):
+        raise ExerciseError("changing one row changed another row's output: normalise each row on its own")
+    passed("every token is divided by its own root mean square, then scaled by the weight")
+
+
+def check_layer_norm(layer_norm) -> None:
+    """``layer_norm(x, weight, bias, eps)``: (x - mean) / sqrt(var + eps) * weight + bias,
+    with the mean and the (biased) variance over the last dimension."""
+    x, weight, bias = _inputs(1)
+    eps = 1e-5
+    got = _tensor(call(layer_norm, x.clone(), weight.clone(), bias.clone(), eps), tuple(x.shape),
+                  "layer_norm(x [3, 5, 8], weight, bias, eps)")
+    want = F.layer_norm(x.double(), (8,), weight.double(), bias.double(), eps)
+    mu = x.mean(-1, keepdim=True)
+    wrong = {
+        "used the unbiased variance (divides by d - 1): torch.var and torch.std default to that; "
+        "LayerNorm divides by d, use x.var(-1, unbiased=False, keepdim=True) or ((x - mean)**2).mean(-1)":
+            (x - mu) / torch.sqrt(x.var(-1, keepdim=True) + eps) * weight + bias,
+        "normalised the whole tensor at once: the mean and variance must be over the LAST dimension only":
+            F.layer_norm(x, tuple(x.shape), None, None, eps) * weight + bias,
+        "forgot the bias (the learned shift added at the end)":
+            F.layer_norm(x, (8,), weight, None, eps),
+        "forgot to multiply by `weight` (the learned per-feature gain)":
+            F.layer_norm(x, (8,), None, None, eps) + bias,
+        "did not subtract the mean: LayerNorm centres each row before dividing by its standard deviation":
+            x / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * weight + bias,
+    }
+    for hint, value in wrong.items():
+        if _close(got, value) and not _close(got, want):
+            raise ExerciseError(f"layer_norm is wrong: you {hint}")
+    if not _close(got, want):
+        raise ExerciseError(f"layer_norm(x) differs from torch.nn.functional.layer_norm by up to "
+                            f"{(got - want).abs().max().item():.3g}")
+    passed("matches torch.nn.functional.layer_norm: each token centred and scaled by its own statistics")
+
+
+# ------------------------------------------------------------ notebook 2
+
+_CONFIGS = [  # (vocab, d_model, n_layers, n_heads, n_kv_heads, d_ff, tied)
+    (2048, 128, 4, 4, 2, 384, True),      # the book's tiny preset
+    (2048, 128, 4, 4, 2, 384, False),
+    (32000, 4096, 32, 32, 32, 11008, False),  # Llama-2 7B's shape
+    (1000, 64, 3, 8, 1, 100, True),       # multi-query attention
+]
+
+
+def check_transformer_parameter_count(n_params) -> None:
+    """``n_params(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, tie_embeddings)``:
+    the parameters of a minillm Transformer (SwiGLU MLP, RMSNorm, no biases)."""
+    for V, d, L, H, K, f, tied in _CONFIGS:
+        config = ModelConfig(vocab_size=V, d_model=d, n_layers=L, n_heads=H, n_kv_heads=K, d_ff=f,
+                             tie_embeddings=tied)
+        what = (f"n_params(vocab_size={V}, d_model={d}, n_layers={L}, n_heads={H}, n_kv_heads={K}, "
+                f"d_ff={f}, tie_embeddings={tied})")
+        got = call(n_params, V, d, L, H, K, f, tied)
+        want = count_parameters(config)
+        kv = K * (d // H)
+        hints = {
+            (V * d if tied else -V * d): "when the head is tied it IS the embedding matrix: count it once"
+                                         if tied else "an untied LM head is a second V x d matrix: count it too",
+            L * 2 * d * (d - kv): "k_proj and v_proj map d to n_kv_heads * head_dim, not d to d (GQA)",
+            -L * d * f: "SwiGLU has THREE matrices (gate, up, down), not two",
+            -(2 * L + 1) * d: "every RMSNorm has a weight vector of d: two per block and a final one",
+            -d: "you forgot the final RMSNorm before the LM head",
+        }
+        try:
+            value = int(got)
+        except (TypeError, ValueError):
+            raise ExerciseError(f"{what}: expected an integer, got {got!r}") from None
+        for delta, hint in hints.items():
+            if delta and value == want + delta:
+                raise ExerciseError(f"{what} should be {want:,}, got {value:,}: {hint}")
+        if value != want:
+            raise ExerciseError(f"{what} should be {want:,}, got {value:,}")
+    passed("your formula counts the tiny preset, an untied head, Llama-2 7B's shape and MQA exactly")
+
+
+def check_training_days(training_days) -> None:
+    """``training_days(n_params, n_tokens, n_gpus, peak_flops, mfu)``: wall-clock days
+    to train with 6ND FLOPs on n_gpus that each sustain mfu * peak_flops FLOP/s."""
+    args = (7e9, 2e12, 1024, 989e12, 0.4)  # a 7B model on 2T tokens, 1024 H100s (dense bf16 peak)
+    want = 6 * args[0] * args[1] / (args[2] * args[3] * args[4]) / 86400
+    got = call(training_days, *args)
+    try:
+        value = float(got)
+    except (TypeError, ValueError):
+        raise ExerciseError(f"training_days{args}: expected a number of days, got {got!r}") from None
+    hints = [
+        (want / 3, "that counts only the forward pass (2ND); training costs 6ND"),
+        (want * 2 / 3, "training costs 6ND (forward 2ND + backward 4ND), not 4ND"),
+        (want * 86400, "that is seconds; divide by 86,400 seconds per day"),
+        (want * 24, "that is hours; divide by 24 more"),
+        (want * args[4], "you forgot to divide by the utilization (mfu): GPUs do not reach their peak"),
+        (want * args[4] ** 2, "multiply the peak by mfu (the achieved fraction), do not divide by it"),
+        (want * args[2], "you forgot to divide the work among the n_gpus"),
+    ]
+    for wrong, hint in hints:
+        if math.isclose(value, wrong, rel_tol=1e-6):
+            raise ExerciseError(f"training_days{args} should be {want:.2f} days, got {value:.4g}: {hint}")
+    expect_close(value, want, f"training_days{args}")
+    expect_close(call(training_days, 1e9, 1e9, 1, 6e18 / 86400, 1.0), 1.0,
+                 "training_days(1e9, 1e9, 1, 6e18 / 86400, 1.0) (6e18 FLOPs at 6e18 FLOPs per day)")
+    passed(f"a 7B model on 2T tokens takes {want:.1f} days on 1024 GPUs at 40% utilization")

@@ -1,0 +1,139 @@
+"""The checkers of chapter 5 accept right answers and reject wrong ones."""
+import pytest
+import torch
+
+from minillm.exercises import ExerciseError, ExerciseNotImplemented
+from minillm.exercises import block as ex
+
+
+def stub(*args):
+    raise NotImplementedError
+
+
+# ----------------------------------------------------------------- RMSNorm
+
+def rms_norm(x, weight, eps=1e-5):
+    return x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * weight
+
+
+def test_rms_norm_accepts_a_correct_answer(capsys):
+    ex.check_rms_norm(rms_norm)
+    assert "✓ correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, w, eps: x / torch.sqrt(x.pow(2).mean() + eps) * w, "whole tensor"),
+    (lambda x, w, eps: torch.nn.functional.layer_norm(x, x.shape[-1:], w, None, eps), "LayerNorm"),
+    (lambda x, w, eps: x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps), "weight"),
+    (lambda x, w, eps: x / (x.pow(2).mean(-1, keepdim=True) + eps) * w, "square ROOT"),
+    (lambda x, w, eps: x / (torch.sqrt(x.pow(2).mean(-1, keepdim=True)) + eps) * w, "INSIDE"),
+    (lambda x, w, eps: x / torch.sqrt(x.pow(2).mean(0, keepdim=True) + eps) * w, "differs"),
+    (lambda x, w, eps: (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w)[0], "shape"),
+    (lambda x, w, eps: (x / torch.sqrt(x.pow(2).mean(-1, keepdim=True) + eps) * w).tolist(), "tensor"),
+])
+def test_rms_norm_rejects_wrong_answers(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_rms_norm(wrong)
+
+
+def test_rms_norm_stub():
+    with pytest.raises(ExerciseNotImplemented, match="not implemented"):
+        ex.check_rms_norm(stub)
+
+
+# ----------------------------------------------------------------- LayerNorm
+
+def layer_norm(x, weight, bias, eps=1e-5):
+    mean = x.mean(-1, keepdim=True)
+    var = (x - mean).pow(2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(var + eps) * weight + bias
+
+
+def test_layer_norm_accepts_a_correct_answer(capsys):
+    ex.check_layer_norm(layer_norm)
+    assert "✓ correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda x, w, b, eps: (x - x.mean(-1, keepdim=True)) / torch.sqrt(x.var(-1, keepdim=True) + eps) * w + b,
+     "unbiased"),
+    (lambda x, w, b, eps: (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps) * w + b, "whole tensor"),
+    (lambda x, w, b, eps: layer_norm(x, w, 0 * b, eps), "bias"),
+    (lambda x, w, b, eps: layer_norm(x, 1 + 0 * w, b, eps), "weight"),
+    (lambda x, w, b, eps: x / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * w + b, "mean"),
+    (lambda x, w, b, eps: layer_norm(x, w, b, eps) * 1.01, "differs"),
+])
+def test_layer_norm_rejects_wrong_answers(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_layer_norm(wrong)
+
+
+def test_layer_norm_stub():
+    with pytest.raises(ExerciseNotImplemented, match="not implemented"):
+        ex.check_layer_norm(stub)
+
+
+# ----------------------------------------------------------------- parameter count
+
+def n_params(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, tie_embeddings):
+    kv = n_kv_heads * (d_model // n_heads)
+    block = 2 * d_model * d_model + 2 * d_model * kv + 3 * d_model * d_ff + 2 * d_model
+    head = 0 if tie_embeddings else vocab_size * d_model
+    return vocab_size * d_model + n_layers * block + d_model + head
+
+
+def test_parameter_count_accepts_a_correct_answer(capsys):
+    ex.check_transformer_parameter_count(n_params)
+    assert "✓ correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, True), "second V x d"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, False), "count it once"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, H, f, tied), "GQA"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - L * d * f, "THREE"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - (2 * L + 1) * d, "RMSNorm"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - d, "final RMSNorm"),
+    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) + 1, "should be"),
+    (lambda V, d, L, H, K, f, tied: "many", "integer"),
+])
+def test_parameter_count_rejects_wrong_answers(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_transformer_parameter_count(wrong)
+
+
+def test_parameter_count_stub():
+    with pytest.raises(ExerciseNotImplemented, match="not implemented"):
+        ex.check_transformer_parameter_count(stub)
+
+
+# ----------------------------------------------------------------- training days
+
+def training_days(n_params, n_tokens, n_gpus, peak_flops, mfu):
+    return 6 * n_params * n_tokens / (n_gpus * peak_flops * mfu) / 86400
+
+
+def test_training_days_accepts_a_correct_answer(capsys):
+    ex.check_training_days(training_days)
+    assert "✓ correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda N, D, n, p, u: training_days(N, D, n, p, u) / 3, "forward"),
+    (lambda N, D, n, p, u: training_days(N, D, n, p, u) * 2 / 3, "4ND"),
+    (lambda N, D, n, p, u: training_days(N, D, n, p, u) * 86400, "seconds"),
+    (lambda N, D, n, p, u: training_days(N, D, n, p, u) * 24, "hours"),
+    (lambda N, D, n, p, u: training_days(N, D, n, p, 1.0), "utilization"),
+    (lambda N, D, n, p, u: 6 * N * D * u / (n * p) / 86400, "multiply the peak"),
+    (lambda N, D, n, p, u: training_days(N, D, 1, p, u), "n_gpus"),
+    (lambda N, D, n, p, u: training_days(N, D, n, p, u) + 1, "expected"),
+    (lambda N, D, n, p, u: "a month", "number of days"),
+])
+def test_training_days_rejects_wrong_answers(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_training_days(wrong)
+
+
+def test_training_days_stub():
+    with pytest.raises(ExerciseNotImplemented, match="not implemented"):
+        ex.check_training_days(stub)
