@@ -49,6 +49,18 @@ def expect_close(got: Any, want: float, what: str, rel: float = 1e-6, abs_: floa
         raise ExerciseError(f"{what}: expected {want:.6g}, got {value:.6g}")
 
 
+def expect_tensor(value: Any, shape: tuple, what: str):
+    """Raise ExerciseError unless ``value`` is a torch tensor of ``shape``;
+    return it detached, in float64, ready to compare with the book's answer."""
+    import torch
+
+    if not isinstance(value, torch.Tensor):
+        raise ExerciseError(f"{what}: expected a torch tensor, got {type(value).__name__}")
+    if tuple(value.shape) != tuple(shape):
+        raise ExerciseError(f"{what}: expected shape {tuple(shape)}, got {tuple(value.shape)}")
+    return value.detach().double()
+
+
 def passed(message: str = "") -> None:
     """Print the success line every checker ends with."""
     print("✓ correct" + (f": {message}" if message else ""))

@@ -10,15 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from minillm.config import ModelConfig, count_parameters
-from minillm.exercises import ExerciseError, call, expect_close, passed
+from minillm.exercises import ExerciseError, expect_tensor, call, expect_close, passed
 
 
-def _tensor(value, shape: tuple, what: str) -> torch.Tensor:
-    if not isinstance(value, torch.Tensor):
-        raise ExerciseError(f"{what}: expected a torch tensor, got {type(value).__name__}")
-    if tuple(value.shape) != shape:
-        raise ExerciseError(f"{what}: expected shape {shape}, got {tuple(value.shape)}")
-    return value.detach().double()
+_tensor = expect_tensor  # shared with the other chapters' checkers
 
 
 def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
