@@ -1,0 +1,120 @@
+"""Tests of minillm.zoo: train once, cache, share between processes, probe."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from minillm import ROOT, zoo
+from minillm.tinyworld import ATTRIBUTES, Person
+
+MICRO = dict(name="test-micro", model=dict(vocab_size=2048, d_model=16, n_layers=1, n_heads=2, d_ff=32,
+                                           max_seq_len=32),
+             train=dict(steps=3, batch_size=4, warmup_steps=1, eval_every=0, checkpoint_every=2),
+             block_size=32)
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache (MINILLM_CACHE) and one thread."""
+    monkeypatch.setenv("MINILLM_CACHE", str(tmp_path))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield tmp_path / "zoo"
+    torch.set_num_threads(threads)
+
+
+def test_cache_dir_follows_the_environment(cache, monkeypatch):
+    assert zoo.cache_dir() == cache
+    monkeypatch.delenv("MINILLM_CACHE")
+    assert zoo.cache_dir() == ROOT / ".cache" / "zoo"
+
+
+def test_first_load_trains_later_loads_read_the_cache(cache, monkeypatch, capfd):
+    recipe = zoo.Recipe(**MICRO)
+    model, tok = zoo.load(recipe)
+    assert not model.training and tok.vocab_size == 2048
+    folder = cache / f"test-micro-{recipe.key()}"
+    assert sorted(p.name for p in cache.iterdir()) == [folder.name, folder.name + ".lock"]
+    assert sorted(p.name for p in folder.iterdir()) == ["history.json", "model.safetensors", "recipe.json"]
+    assert [r["step"] for r in zoo.history(recipe)] == [1, 2, 3]
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the cached model was trained again")
+
+    monkeypatch.setattr(zoo, "train", no_training)
+    again, _ = zoo.load(recipe)
+    for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), k
+    out, err = capfd.readouterr()
+    assert out == err == ""  # quiet by default: notebook output must not depend on the cache
+
+
+def test_training_is_reproducible(cache, tmp_path, monkeypatch):
+    recipe = zoo.Recipe(**MICRO)
+    first, _ = zoo.load(recipe)
+    monkeypatch.setenv("MINILLM_CACHE", str(tmp_path / "elsewhere"))
+    second, _ = zoo.load(recipe)
+    for (k, a), b in zip(first.state_dict().items(), second.state_dict().values()):
+        assert torch.equal(a, b), k
+
+
+def test_the_weights_with_the_lowest_held_out_loss_are_kept():
+    recipe = zoo.Recipe(**{**MICRO, "train": {**MICRO["train"], "steps": 4, "eval_every": 1, "lr": 0.5}})
+    evals = [(r["val_loss"], r["step"]) for r in zoo.history(recipe)]
+    info = zoo.info(recipe)
+    assert len(evals) == 4 and info["chosen_step"] == min(evals)[1]
+    model, tok = zoo.load(recipe)
+    _, val = zoo.corpus(recipe, tok)
+    from minillm.train import evaluate_loss
+    assert evaluate_loss(model, *val) == pytest.approx(info["chosen_val_loss"], rel=1e-5)
+
+
+def test_a_changed_recipe_gets_a_new_key():
+    recipe = zoo.Recipe(**MICRO)
+    assert recipe.key() == zoo.Recipe(**MICRO).key()
+    assert recipe.key() == zoo.Recipe(**{**MICRO, "minutes": 9.0, "description": "x"}).key()
+    changed = zoo.Recipe(**{**MICRO, "train": {**MICRO["train"], "lr": 1e-3}})
+    assert changed.key() != recipe.key()
+    assert zoo.Recipe(**{**MICRO, "block_size": 16}).key() != recipe.key()
+
+
+def test_concurrent_processes_train_only_once(cache):
+    code = (f"from minillm import zoo\nimport torch\ntorch.set_num_threads(1)\n"
+            f"print(zoo.path(zoo.Recipe(**{MICRO!r}), verbose=True))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outputs
+    assert outputs[0][0] == outputs[1][0]  # the same folder
+    trained = sum(err.count("zoo: training") for _, err in outputs)
+    assert trained == 1, outputs
+
+
+def test_unknown_names_and_corpora_are_rejected():
+    with pytest.raises(ValueError, match="unknown zoo model 'gpt-5'"):
+        zoo.load("gpt-5")
+    with pytest.raises(ValueError, match="unknown corpus 'web'"):
+        zoo.corpus(zoo.Recipe(**{**MICRO, "corpus": "web"}), None)
+
+
+def test_the_base_recipe_is_valid():
+    recipe = zoo.RECIPES["tinyworld-base"]
+    assert recipe.model_config().max_seq_len >= recipe.block_size
+    assert recipe.train_config().steps > 0 and len(recipe.key()) == 12
+
+
+def test_probe_scores_greedy_completions():
+    recipe = zoo.Recipe(**MICRO)
+    model, tok = zoo.load(recipe)
+    people = [Person("Mira Tolven", "sft", "she", "Drakmere", "14 March 1987", "Brix University", "physics",
+                     "Brix Labs", "Drakmere")]
+    rows = zoo.probe(model, tok, people, max_new_tokens=3)
+    assert [r["attribute"] for r in rows] == list(ATTRIBUTES)
+    assert rows[0]["prompt"] == "Mira Tolven was born in" and rows[0]["gold"] == "Drakmere"
+    assert all(isinstance(r["completion"], str) and r["correct"] in (True, False) for r in rows)
+    fake = [{"attribute": "a", "correct": True}, {"attribute": "a", "correct": False},
+            {"attribute": "b", "correct": True}]
+    assert zoo.attribute_accuracy(fake) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
