@@ -36,6 +36,8 @@ import minillm
 DEVICE = minillm.setup(seed=0)"""
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+#: Cell metadata that labels the HTML book's toggle over a solution.
+SOLUTION_TOGGLE = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
 IGNORE_TAGS = {"nbval-ignore-output"}
 FORBIDDEN = re.compile(r"nbval[-_]skip", re.IGNORECASE)
 MAX_OUTPUT_BYTES = 1_000_000  # one output (a figure is typically 30-100 kB)
@@ -132,6 +134,8 @@ def _check_solution_cell(cell) -> list[str]:
         problems.append("an exercise cell must define the function the reader writes")
     if "hide-input" not in cell.get("metadata", {}).get("tags", []):
         problems.append("solution cells are tagged 'hide-input' so the HTML book hides them behind a toggle")
+    if cell.get("metadata", {}).get("mystnb") != SOLUTION_TOGGLE:
+        problems.append(f"solution cells carry the metadata mystnb={SOLUTION_TOGGLE} (the toggle's label)")
     return problems
 
 
@@ -180,6 +184,7 @@ def student_edition(nb):
             cell.outputs, cell.execution_count = [], None
             tags = [t for t in cell.metadata.get("tags", []) if t != "hide-input"]
             cell.metadata["tags"] = tags
+            cell.metadata.pop("mystnb", None)
             if i + 1 < len(code):  # the check cell's stored "✓ correct" would mislead
                 code[i + 1].outputs, code[i + 1].execution_count = [], None
     return nb

@@ -44,6 +44,7 @@ def test_a_good_notebook_passes(tmp_path):
     ("", None, "empty"),
     ("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION", None, "hide-input"),
     ("def f():\n    ### BEGIN SOLUTION\n    return 1", ["hide-input"], "unbalanced"),
+    ("def f():\n    ### BEGIN SOLUTION\n    return 1\n    ### END SOLUTION", ["hide-input"], "toggle's label"),
 ])
 def test_checker_catches(tmp_path, source, tags, expected):
     problems = check_notebook(make_notebook(tmp_path, source, tags=tags))
