@@ -77,14 +77,15 @@ def check_notebook(path: Path) -> list[str]:
     raw = path.read_bytes()
     if len(raw) > MAX_NOTEBOOK_BYTES:
         problems.append(f"file is {len(raw)/1e6:.1f} MB (limit {MAX_NOTEBOOK_BYTES/1e6:.0f} MB)")
-    nb = nbformat.reads(raw.decode(), as_version=4)
+    text = raw.decode()
+    nb = nbformat.reads(text, as_version=4)
     try:
         nbformat.validate(nb)
     except nbformat.ValidationError as err:
         problems.append(f"invalid notebook: {err.message}")
     if nb.metadata.get("kernelspec", {}).get("name") != "python3":
         problems.append("kernelspec name must be 'python3'")
-    if FORBIDDEN.search(raw.decode()):
+    if FORBIDDEN.search(text):
         problems.append("uses nbval-skip / NBVAL_SKIP: every cell must be tested")
 
     code = [c for c in nb.cells if c.cell_type == "code"]
@@ -93,16 +94,14 @@ def check_notebook(path: Path) -> list[str]:
     if not any(re.search(r"^\s*(import minillm|from minillm)", c.source, re.M) for c in code):
         problems.append("never imports minillm")
 
-    if code and all(c.execution_count is None for c in code):
+    executed = any(c.execution_count is not None for c in code)
+    if code and not executed:
         problems.append("is not executed: run it top to bottom (make execute NB=...)")
-        code_checked_for_order = False
-    else:
-        code_checked_for_order = True
     for i, cell in enumerate(code, start=1):
         where = f"code cell {i}"
         if not cell.source.strip():
             problems.append(f"{where} is empty (delete it)")
-        if code_checked_for_order and cell.execution_count != i:
+        if executed and cell.execution_count != i:
             problems.append(f"{where} has execution_count {cell.execution_count}, expected {i}: "
                             "re-run the notebook top to bottom (make execute NB=...)")
         for out in cell.get("outputs", []):
@@ -115,12 +114,23 @@ def check_notebook(path: Path) -> list[str]:
                 problems.append(f"{where} stores a {size/1e6:.1f} MB output (limit {MAX_OUTPUT_BYTES/1e6:.0f} MB)")
         if _source_ignored(cell) and not re.search(r"\bassert\b", cell.source):
             problems.append(f"{where} ignores its output under nbval but asserts nothing")
-        if BEGIN in cell.source or END in cell.source:
-            problems.extend(f"{where}: {p}" for p in _check_solution_cell(cell))
-            following = code[i] if i < len(code) else None
-            if following is None or "check_" not in following.source:
-                problems.append(f"{where} is an exercise but the next code cell calls no minillm.exercises checker")
+        if END in cell.source and BEGIN not in cell.source:
+            problems.append(f"{where}: unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers")
+    for solution, check in exercise_pairs(nb):
+        where = f"code cell {code.index(nb.cells[solution]) + 1}"
+        problems.extend(f"{where}: {p}" for p in _check_solution_cell(nb.cells[solution]))
+        if check is None or "check_" not in nb.cells[check].source:
+            problems.append(f"{where} is an exercise but the next code cell calls no minillm.exercises checker")
     return problems
+
+
+def exercise_pairs(nb) -> list[tuple[int, int | None]]:
+    """Indices into ``nb.cells`` of each exercise: (solution cell, the next code
+    cell, which must call its checker; None if there is none). The indices hold
+    in the student edition too, whose solution cells no longer contain BEGIN."""
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    return [(i, code[k + 1] if k + 1 < len(code) else None)
+            for k, i in enumerate(code) if BEGIN in nb.cells[i].source]
 
 
 def _check_solution_cell(cell) -> list[str]:
@@ -177,16 +187,14 @@ def strip_solutions(source: str) -> str:
 def student_edition(nb):
     """A copy of notebook ``nb`` with solutions removed and exercise outputs cleared."""
     nb = nbformat.from_dict(nb)
-    code = [c for c in nb.cells if c.cell_type == "code"]
-    for i, cell in enumerate(code):
-        if BEGIN in cell.source:
-            cell.source = strip_solutions(cell.source)
-            cell.outputs, cell.execution_count = [], None
-            tags = [t for t in cell.metadata.get("tags", []) if t != "hide-input"]
-            cell.metadata["tags"] = tags
-            cell.metadata.pop("mystnb", None)
-            if i + 1 < len(code):  # the check cell's stored "✓ correct" would mislead
-                code[i + 1].outputs, code[i + 1].execution_count = [], None
+    for solution, check in exercise_pairs(nb):
+        cell = nb.cells[solution]
+        cell.source = strip_solutions(cell.source)
+        cell.outputs, cell.execution_count = [], None
+        cell.metadata["tags"] = [t for t in cell.metadata.get("tags", []) if t != "hide-input"]
+        cell.metadata.pop("mystnb", None)
+        if check is not None:  # the check cell's stored "✓ correct" would mislead
+            nb.cells[check].outputs, nb.cells[check].execution_count = [], None
     return nb
 
 
