@@ -67,14 +67,11 @@ def python_reference(split: str = "train") -> str:
     return "\n\n".join(p for i, p in enumerate(paragraphs) if keep(i))
 
 
-WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+|[^\sa-z\d]")
+WORD_RE = re.compile(r"[a-z]+(?:'[a-z]+)?|\d+|[^\sa-z\d]", re.IGNORECASE)
 
 
 def words(text: str, lower: bool = True) -> list[str]:
     """Split text into word tokens: runs of letters, runs of digits, and single
     punctuation marks (``"x += 1."`` -> ``['x', '+', '=', '1', '.']``).
     Lower-cased by default, so that "The" and "the" are one word."""
-    if lower:
-        text = text.lower()
-        return WORD_RE.findall(text)
-    return re.findall(r"[A-Za-z]+(?:'[A-Za-z]+)?|\d+|[^\sA-Za-z\d]", text)
+    return WORD_RE.findall(text.lower() if lower else text)

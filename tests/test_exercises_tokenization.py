@@ -1,5 +1,6 @@
 import pytest
 
+from minillm.bpe import merge
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
 from minillm.exercises.tokenization import (check_bpe_encode, check_count_pairs, check_embedding_share,
                                             check_merge_pair, check_pair_count_delta)
@@ -25,16 +26,7 @@ def count_pairs_no_overlap(ids):
     return counts
 
 
-def merge_pair(ids, pair, new_id):
-    out, i = [], 0
-    while i < len(ids):
-        if tuple(ids[i:i + 2]) == pair:
-            out.append(new_id)
-            i += 2
-        else:
-            out.append(ids[i])
-            i += 1
-    return out
+merge_pair = merge  # the book's own merge is a correct answer
 
 
 def merge_pair_overlapping(ids, pair, new_id):  # merges (7,7) at every position

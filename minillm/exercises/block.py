@@ -20,6 +20,14 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b.double(), rtol=1e-4, atol=1e-5)
 
 
+def _name_the_mistake(name: str, got: torch.Tensor, want: torch.Tensor, wrong: dict) -> None:
+    """If ``got`` is not ``want`` but equals one of the ``wrong`` answers
+    ({hint: tensor}), say which mistake it is."""
+    for hint, value in wrong.items():
+        if _close(got, value) and not _close(got, want):
+            raise ExerciseError(f"{name} is wrong: you {hint}")
+
+
 def _inputs(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(3, 5, 8, generator=g) * 3 + 1  # rows with a nonzero mean and rms far from 1
@@ -47,9 +55,7 @@ def check_rms_norm(rms_norm) -> None:
         "divided by the mean square, not its square ROOT":
             x / (x.pow(2).mean(-1, keepdim=True) + eps) * weight,
     }
-    for hint, value in wrong.items():
-        if _close(got, value) and not _close(got, want):
-            raise ExerciseError(f"rms_norm is wrong: you {hint}")
+    _name_the_mistake("rms_norm", got, want, wrong)
     if not _close(got, want):
         raise ExerciseError(f"rms_norm(x) differs from x / sqrt(mean(x^2) + eps) * weight by up to "
                             f"{(got - want.double()).abs().max().item():.3g}")
@@ -89,9 +95,7 @@ def check_layer_norm(layer_norm) -> None:
         "did not subtract the mean: LayerNorm centres each row before dividing by its standard deviation":
             x / torch.sqrt(x.var(-1, unbiased=False, keepdim=True) + eps) * weight + bias,
     }
-    for hint, value in wrong.items():
-        if _close(got, value) and not _close(got, want):
-            raise ExerciseError(f"layer_norm is wrong: you {hint}")
+    _name_the_mistake("layer_norm", got, want, wrong)
     if not _close(got, want):
         raise ExerciseError(f"layer_norm(x) differs from torch.nn.functional.layer_norm by up to "
                             f"{(got - want).abs().max().item():.3g}")
