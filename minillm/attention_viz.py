@@ -75,3 +75,41 @@ def attention_explorer(q: torch.Tensor, k: torch.Tensor, tokens: list[str]):
     sharpness = widgets.FloatLogSlider(value=1.0, base=10, min=-1, max=1, step=0.1, description="sharpness")
     widgets.interactive_output(update, {"query": query, "sharpness": sharpness})
     return widgets.VBox([widgets.HBox([query, sharpness]), out]), update
+
+
+@torch.no_grad()
+def attention_weights(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
+    """The attention weights of every layer of a ``minillm.model.Transformer``.
+
+    input_ids [B, T] -> a list with one [B, H, T, T] float32 tensor per layer
+    (rows: queries, columns: keys). The model itself calls fused SDPA, which
+    never materialises the weights; a hook on each ``Attention`` layer takes
+    the inputs it receives (normalised x, cos, sin) and recomputes
+    softmax(q k^T / sqrt(D) + causal mask) from them, exactly as SDPA does.
+    Memory is B * H * T^2 floats per layer: keep B * T^2 modest.
+    """
+    import math
+
+    from .attention import repeat_kv
+    from .rope import apply_rope
+
+    found = []
+
+    def grab(attn, args):
+        x, cos, sin = args[:3]
+        B, T, _ = x.shape
+        q = attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2)
+        k = attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        k = repeat_kv(k, attn.n_heads // attn.n_kv_heads)
+        scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(attn.head_dim)
+        future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+        found.append(scores.masked_fill(future, float("-inf")).softmax(-1))
+
+    hooks = [block.attn.register_forward_pre_hook(grab) for block in model.blocks]
+    try:
+        model(input_ids)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return found

@@ -157,3 +157,50 @@ def loss_by_position(model, input_ids: torch.Tensor, chunk_ends=None) -> torch.T
         pieces.append(loss.view(ids.shape[0], -1).mean(0))
         done = end - 1
     return torch.cat(pieces)
+
+
+@torch.no_grad()
+def loss_with_context_limit(model, input_ids: torch.Tensor, limit: int) -> torch.Tensor:
+    """Like ``loss_by_position``, but the model never sees more than ``limit`` tokens.
+
+    input_ids [B, T] -> [T - 1] float32. The sequence is read in overlapping
+    windows of at most ``limit`` tokens that advance by limit // 2; each
+    prediction past the first window uses the last limit/2 .. limit tokens
+    before it. With ``limit`` equal to the training length this is how a model
+    is evaluated on text longer than its context without ever showing it a
+    position or an offset it was not trained on: the reference a
+    context-extension method has to beat.
+    """
+    _positive_int(limit, "limit")
+    if limit < 2:
+        raise ValueError(f"limit must be at least 2, got {limit}")
+    if input_ids.dim() != 2 or input_ids.shape[1] < 2:
+        raise ValueError(f"input_ids must be [B, T] with T >= 2, got shape {tuple(input_ids.shape)}")
+    B, T = input_ids.shape
+    half = limit // 2
+    losses = torch.empty(T - 1)
+    for first in range(0, T - 1, half):  # predictions for targets first+1 .. last
+        last = min(first + half, T - 1)
+        context_start = max(0, last - limit)                     # at most `limit` inputs
+        logits = model(input_ids[:, context_start:last])[:, first - context_start:].float()
+        targets = input_ids[:, first + 1:last + 1]
+        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+        losses[first:last] = loss.view(B, -1).mean(0)
+    return losses
+
+
+def far_attention_mass(weights: torch.Tensor, min_distance: int) -> torch.Tensor:
+    """Attention each query gives to keys at least ``min_distance`` tokens back.
+
+    weights [..., T, T] (rows: queries, columns: keys; causal) -> [..., T].
+    With ``min_distance`` = the training length L, this is the share of
+    attention that goes to offsets the model never saw in training: 0 for
+    every query before position L by construction.
+    """
+    _positive_int(min_distance, "min_distance")
+    if weights.dim() < 2 or weights.shape[-1] != weights.shape[-2]:
+        raise ValueError(f"weights must be [..., T, T], got shape {tuple(weights.shape)}")
+    T = weights.shape[-1]
+    pos = torch.arange(T, device=weights.device)
+    far = (pos[:, None] - pos[None, :]) >= min_distance   # [T, T]: key j is far from query i
+    return (weights * far).sum(-1)

@@ -5,7 +5,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
-from minillm.attention_viz import attention_explorer, attention_row, plot_attention  # noqa: E402
+from minillm.attention_viz import attention_explorer, attention_row, attention_weights, plot_attention  # noqa: E402
 
 
 def test_attention_row_matches_causal_softmax():
@@ -43,3 +43,31 @@ def test_explorer_update_returns_what_it_draws():
     widget, update = attention_explorer(q, k, ["a", "b", "c", "d"])
     assert torch.equal(update(1, 1.0), attention_row(q, k, 1))
     plt.close("all")
+
+
+def test_attention_weights_reproduce_every_layer_output():
+    from minillm.attention import repeat_kv
+    from minillm.config import ModelConfig
+    from minillm.model import Transformer
+
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig.preset("tiny", n_layers=2)).eval()
+    ids = torch.randint(0, model.config.vocab_size, (2, 12))
+    seen = []  # (input x, output) of each attention layer during a normal forward
+
+    def keep(attn, args, output):
+        seen.append((args[0], output))
+
+    hooks = [block.attn.register_forward_hook(keep) for block in model.blocks]
+    model(ids)
+    for hook in hooks:
+        hook.remove()
+    weights = attention_weights(model, ids)
+    assert len(weights) == 2 and weights[0].shape == (2, 4, 12, 12)
+    for attn, w, (x, output) in zip((b.attn for b in model.blocks), weights, seen):
+        torch.testing.assert_close(w.sum(-1), torch.ones(2, 4, 12))
+        assert w.triu(1).abs().max() == 0                                   # causal
+        v = attn.v_proj(x).view(2, 12, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
+        mixed = (w @ repeat_kv(v, attn.n_heads // attn.n_kv_heads)).transpose(1, 2).reshape(2, 12, -1)
+        torch.testing.assert_close(attn.o_proj(mixed), output, atol=1e-5, rtol=1e-5)
+    assert all(not block.attn._forward_pre_hooks for block in model.blocks)  # hooks removed

@@ -4,7 +4,8 @@ import math
 import pytest
 
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
-from minillm.exercises.positions import (check_alibi_slopes, check_ntk_inv_freq, check_rope_rotate,
+from minillm.exercises.positions import (check_alibi_slopes, check_far_mass, check_ntk_inv_freq,
+                                         check_rope_rotate,
                                          check_rope_score, check_sinusoidal)
 
 
@@ -164,3 +165,37 @@ def test_ntk_rejects_wrong(wrong, words):
 def test_ntk_stub():
     with pytest.raises(ExerciseNotImplemented):
         check_ntk_inv_freq(stub)
+
+
+# --- far_mass
+
+def far_mass(weights, min_distance, strict=False, transposed=False):
+    import torch
+    T = weights.shape[-1]
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    offset = (j - i) if transposed else (i - j)
+    far = offset > min_distance if strict else offset >= min_distance
+    return (weights * far).sum(-1)
+
+
+def test_far_mass_accepts_correct(capsys):
+    check_far_mass(far_mass)
+    check_far_mass(lambda w, d: far_mass(w, d).tolist())        # a list is fine too
+    assert "✓ correct" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("wrong, words", [
+    (lambda w, d: far_mass(w, d, strict=True), ">="),
+    (lambda w, d: far_mass(w, d, transposed=True), "rows are queries"),
+    (lambda w, d: far_mass(w.T, d), "rows are queries"),
+    (lambda w, d: far_mass(w, d) * 2, "expected"),
+    (lambda w, d: far_mass(w, d)[:-1], "shape"),
+])
+def test_far_mass_rejects_wrong(wrong, words):
+    with pytest.raises(ExerciseError, match=words):
+        check_far_mass(wrong)
+
+
+def test_far_mass_stub():
+    with pytest.raises(ExerciseNotImplemented):
+        check_far_mass(stub)

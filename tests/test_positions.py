@@ -8,7 +8,8 @@ from hypothesis import strategies as st
 
 from minillm.config import ModelConfig
 from minillm.model import Transformer
-from minillm.positions import (alibi_bias, alibi_slopes, extension_frequencies, loss_by_position,
+from minillm.positions import (alibi_bias, alibi_slopes, extension_frequencies, far_attention_mass,
+                               loss_by_position, loss_with_context_limit,
                                sinusoidal_encoding, turns_within, wavelengths)
 from minillm.rope import default_inv_freq
 
@@ -98,3 +99,46 @@ def test_loss_by_position_chunks_agree_for_fixed_frequencies():
         loss_by_position(model, ids, chunk_ends=(8, 4, 16))
     with pytest.raises(ValueError, match="input_ids"):
         loss_by_position(model, ids[0])
+
+
+def _tiny_model(seed=0, **overrides):
+    torch.manual_seed(seed)
+    return Transformer(ModelConfig.preset("tiny", **overrides)).eval()
+
+
+def test_loss_with_context_limit_equals_full_loss_inside_the_limit_and_brute_force_beyond():
+    model = _tiny_model()
+    ids = torch.randint(0, model.config.vocab_size, (2, 23))
+    limited = loss_with_context_limit(model, ids, limit=8)
+    assert limited.shape == (22,)
+    full = loss_by_position(model, ids)
+    torch.testing.assert_close(limited[:7], full[:7])          # the first window sees everything
+    # Brute force: target t+1 is predicted from the window of the schedule's last <= 8 tokens.
+    for t in range(22):
+        last = min((t // 4) * 4 + 4, 22)
+        start = max(0, last - 8)
+        logits = model(ids[:, start:t + 1])[:, -1]
+        expected = torch.nn.functional.cross_entropy(logits, ids[:, t + 1], reduction="none").mean()
+        assert t - start + 1 <= 8
+        torch.testing.assert_close(limited[t], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_loss_with_context_limit_rejects_bad_input():
+    model = _tiny_model()
+    with pytest.raises(ValueError, match="limit"):
+        loss_with_context_limit(model, torch.zeros(1, 10, dtype=torch.long), limit=1)
+    with pytest.raises(ValueError, match="input_ids"):
+        loss_with_context_limit(model, torch.zeros(10, dtype=torch.long), limit=4)
+
+
+def test_far_attention_mass():
+    T = 6
+    uniform = torch.tril(torch.ones(T, T)) / torch.arange(1, T + 1)[:, None]   # causal, uniform rows
+    far = far_attention_mass(uniform, 2)
+    expected = torch.tensor([max(0, i - 1) / (i + 1) for i in range(T)])    # keys 0..i-2 of i+1 keys
+    torch.testing.assert_close(far, expected)
+    assert far_attention_mass(torch.eye(T)[None, None], 1).abs().max() == 0   # attends to itself only
+    with pytest.raises(ValueError, match="weights"):
+        far_attention_mass(torch.ones(3, 4), 1)
+    with pytest.raises(ValueError, match="min_distance"):
+        far_attention_mass(uniform, 0)

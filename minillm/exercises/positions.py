@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from minillm.exercises import ExerciseError, call, passed
-from minillm.positions import alibi_slopes
+from minillm.positions import alibi_slopes, far_attention_mass
 
 
 def _matrix(got, what: str, shape: tuple[int, ...]) -> np.ndarray:
@@ -149,3 +149,27 @@ def check_ntk_inv_freq(ntk_inv_freq) -> None:
                                 f"not NTK-aware scaling; change the base instead")
         raise ExerciseError(f"{what}: expected {np.round(want, 6).tolist()}, got {np.round(got, 6).tolist()}")
     passed("base * s^(d/(d-2)): the fastest pair is untouched and the slowest is slowed exactly s times")
+
+
+def check_far_mass(far_mass) -> None:
+    """far_mass(weights [T, T] tensor, min_distance) -> [T]: attention on keys >= min_distance back."""
+    import torch
+
+    generator = torch.Generator().manual_seed(6)
+    for T, distance in [(6, 2), (9, 1), (12, 4), (5, 5), (7, 3)]:
+        scores = torch.randn(T, T, generator=generator, dtype=torch.float64)
+        weights = scores.masked_fill(torch.ones(T, T, dtype=torch.bool).triu(1), float("-inf")).softmax(-1)
+        what = f"far_mass(<causal {T}x{T} weights>, {distance})"
+        got = _matrix(call(far_mass, weights.clone(), distance), what, (T,))
+        want = far_attention_mass(weights, distance).numpy()
+        if np.allclose(got, want, atol=1e-9):
+            continue
+        if distance > 1 and np.allclose(got, far_attention_mass(weights, distance + 1).numpy(), atol=1e-9):
+            raise ExerciseError(f"{what}: a key exactly {distance} tokens back counts as far too (use >=, not >)")
+        if np.allclose(got, far_attention_mass(weights.T.contiguous(), distance).numpy(), atol=1e-9) or \
+                np.allclose(got, (weights * (torch.arange(T)[None, :] - torch.arange(T)[:, None] >= distance))
+                            .sum(-1).numpy(), atol=1e-9):
+            raise ExerciseError(f"{what}: rows are queries and columns keys; a far key j sits at "
+                                f"i - j >= {distance} (before the query i), and you sum over j (the last dim)")
+        raise ExerciseError(f"{what}: expected {np.round(want, 4).tolist()}, got {np.round(got, 4).tolist()}")
+    passed("for each query i, the weights of keys j with i - j >= min_distance, summed over j")
