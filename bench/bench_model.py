@@ -9,8 +9,9 @@ Both models get the same config and the same weights (``minillm.hf``). Rows:
 Measurements are interleaved (minillm, HF, HF, minillm, ...) so that noise
 from other processes hits both alike; each cell is the median over rounds, and
 a speed-up is the median of the per-round time ratios HF/minillm (> 1: minillm
-faster), by wall clock and by this process's CPU time (the latter is steadier
-when other programs share the CPU).
+faster), by wall clock (with the interquartile range of the per-round ratios,
+to show how much a single round varies) and by this process's CPU time (the
+latter is steadier when other programs share the CPU).
 
     python bench/bench_model.py                      # tiny and small, CPU
     python bench/bench_model.py --threads 1              # steadier on a shared CPU
@@ -79,12 +80,14 @@ def train_step_fns(ours, theirs, batch, bf16, device):
 
 
 def row(kind, preset, setting, tokens, times):
-    """Median tokens/s of each model and median per-round speed ratios (wall, CPU time)."""
+    """Median tokens/s of each model, and the per-round speed ratios HF/minillm
+    (wall clock: median and interquartile range; CPU time: median)."""
     ours, theirs = times["minillm"], times["hf"]
-    wall_ratio = statistics.median(h[0] / m[0] for m, h in zip(ours, theirs))
+    wall_ratios = [h[0] / m[0] for m, h in zip(ours, theirs)]
+    q1, _, q3 = statistics.quantiles(wall_ratios, n=4) if len(wall_ratios) > 1 else wall_ratios * 3
     cpu_ratio = statistics.median(h[1] / m[1] for m, h in zip(ours, theirs))
     return (kind, preset, setting, tokens / statistics.median(m[0] for m in ours),
-            tokens / statistics.median(h[0] for h in theirs), wall_ratio, cpu_ratio)
+            tokens / statistics.median(h[0] for h in theirs), statistics.median(wall_ratios), q1, q3, cpu_ratio)
 
 
 def main(argv=None) -> None:
@@ -132,10 +135,11 @@ def main(argv=None) -> None:
           f"generate 1x{args.prompt} + {args.new_tokens} greedy; median of {args.rounds} interleaved rounds")
     print("params: " + ", ".join(f"{p} {count_parameters(ModelConfig.preset(p)) / 1e6:.1f}M" for p in args.presets))
     print()
-    print("| kind | preset | setting | minillm tok/s | HF tok/s | speed-up (wall) | speed-up (CPU time) |")
-    print("|---|---|---|---:|---:|---:|---:|")
-    for kind, preset, setting, a, b, wall, cpu in rows:
-        print(f"| {kind} | {preset} | {setting} | {a:,.0f} | {b:,.0f} | {wall:.2f} | {cpu:.2f} |")
+    print("| kind | preset | setting | minillm tok/s | HF tok/s | speed-up (wall) | middle half of rounds "
+          "| speed-up (CPU time) |")
+    print("|---|---|---|---:|---:|---:|---:|---:|")
+    for kind, preset, setting, a, b, wall, q1, q3, cpu in rows:
+        print(f"| {kind} | {preset} | {setting} | {a:,.0f} | {b:,.0f} | {wall:.2f} | {q1:.2f}-{q3:.2f} | {cpu:.2f} |")
 
 
 if __name__ == "__main__":
