@@ -291,7 +291,10 @@ class Trainer:
                                   f"its format is {header.get('format')!r}")
         mine = self.model.config.to_dict() if hasattr(self.model, "config") else None
         if header["model_config"] != mine:
-            raise CheckpointError(f"{path} was written for another model config: {header['model_config']}")
+            theirs = header["model_config"] or {}
+            changed = sorted(k for k in set(theirs) | set(mine or {}) if theirs.get(k) != (mine or {}).get(k))
+            raise CheckpointError(f"{path} was written for another model config: " + ", ".join(
+                f"{k} is {theirs.get(k)!r} in the checkpoint but {(mine or {}).get(k)!r} here" for k in changed))
         model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
         try:
             check_state_dict(self.model, model_state)

@@ -218,7 +218,7 @@ def test_corrupt_checkpoints_give_clear_errors(tmp_path):
         make_trainer().load_checkpoint(model_only)
     other = make_trainer()
     other.model.config = other.model.config.replace(d_model=32)
-    with pytest.raises(CheckpointError, match="another model config"):
+    with pytest.raises(CheckpointError, match="another model config: d_model is 16 in the checkpoint but 32 here"):
         other.load_checkpoint(path)
     with pytest.raises(CheckpointError, match="batch_size=4 differs"):
         make_trainer(batch_size=5).load_checkpoint(path)
