@@ -168,6 +168,22 @@ def save_pretrained(model: Transformer, directory: str | Path, family: str | Non
     return directory
 
 
+def save_tokenizer(tokenizer, directory: str | Path) -> Path:
+    """Write ``tokenizer.json`` and ``tokenizer_config.json`` (with the book's
+    chat template) so that ``transformers.AutoTokenizer.from_pretrained``
+    loads the tokenizer, ids and ``apply_chat_template`` included. Save it
+    next to ``save_pretrained``'s files to ship a model HF can chat with."""
+    from .chat import HF_CHAT_TEMPLATE
+
+    directory = Path(directory)
+    tokenizer.save_hf(directory / "tokenizer.json")
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
+              "pad_token": "<|pad|>", "chat_template": HF_CHAT_TEMPLATE,
+              "model_max_length": 1_000_000, "clean_up_tokenization_spaces": False}
+    (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
 def from_pretrained(directory: str | Path) -> Transformer:
     """Load an HF Llama/Qwen2 folder (``config.json`` + safetensors, possibly sharded).
 
