@@ -1,0 +1,95 @@
+"""minillm.memory: model-state bytes, the activation formula against autograd's
+saved tensors, and gradient checkpointing (same gradients, fewer saved bytes)."""
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from minillm.config import ModelConfig, count_parameters
+from minillm.memory import (BYTES_PER_PARAMETER, activation_bytes, gradient_checkpointing, model_state_bytes,
+                            peak_memory_bytes, saved_tensor_bytes)
+from minillm.model import Transformer
+
+torch.set_num_threads(1)
+
+
+def _model(**overrides):
+    torch.manual_seed(0)
+    config = ModelConfig.preset("tiny", vocab_size=256, n_layers=2, **overrides)
+    return config, Transformer(config)
+
+
+def test_sixteen_bytes_per_parameter():
+    assert sum(BYTES_PER_PARAMETER["mixed"].values()) == 16
+    assert sum(BYTES_PER_PARAMETER["fp32"].values()) == 16
+    states = model_state_bytes(7e9, "mixed")
+    assert states["weights"] == 14e9 and sum(states.values()) == 112e9
+    with pytest.raises(ValueError, match="fp8"):
+        model_state_bytes(10, "fp8")
+    with pytest.raises(ValueError, match="-1"):
+        model_state_bytes(-1)
+
+
+@pytest.mark.parametrize("batch,seq", [(1, 8), (2, 24), (3, 40)])
+@pytest.mark.parametrize("attention", ["flash", "math"])
+def test_formula_equals_saved_tensor_bytes(batch, seq, attention):
+    config, model = _model()
+    x = torch.randint(0, config.vocab_size, (batch, seq))
+    backend = SDPBackend.FLASH_ATTENTION if attention == "flash" else SDPBackend.MATH
+    with sdpa_kernel(backend):
+        _, measured = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+    assert measured == activation_bytes(config, batch, seq, attention)["total"]
+
+
+def test_checkpointing_keeps_block_inputs_and_same_gradients():
+    config, model = _model()
+    x = torch.randint(0, config.vocab_size, (2, 32))
+    loss, plain = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+    loss.backward()
+    grads = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    with gradient_checkpointing(model):
+        loss2, ckpt = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+        loss2.backward()
+        with pytest.raises(RuntimeError, match="already active"):
+            with gradient_checkpointing(model):
+                pass
+    assert "forward" not in vars(model.blocks[0])  # restored
+    assert loss2.item() == loss.item()
+    for g, p in zip(grads, model.parameters()):
+        assert torch.equal(g, p.grad)
+    assert ckpt == activation_bytes(config, 2, 32, checkpointing=True)["total"] < plain
+
+
+def test_checkpointing_leaves_generation_alone():
+    config, model = _model()
+    x = torch.randint(0, config.vocab_size, (1, 5))
+    with torch.no_grad():
+        want = model(x)
+        with gradient_checkpointing(model):
+            assert torch.equal(model(x), want)
+            cache = model.new_kv_cache()
+            model(x, kv_cache=cache)
+            assert len(cache) == 5
+
+
+def test_bad_inputs():
+    config, _ = _model()
+    with pytest.raises(ValueError, match="seq"):
+        activation_bytes(config, 2, 0)
+    with pytest.raises(ValueError, match="attention"):
+        activation_bytes(config, 2, 4, attention="paged")
+    with pytest.raises(TypeError, match="Linear"):
+        with gradient_checkpointing(torch.nn.Linear(2, 2)):
+            pass
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA"):
+            peak_memory_bytes(lambda: None, "cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_peak_memory_on_cuda():
+    config, model = _model()
+    model = model.cuda()
+    x = torch.randint(0, config.vocab_size, (4, 64), device="cuda")
+    _, peak = peak_memory_bytes(lambda: model.loss(x), "cuda")
+    assert peak > 0
