@@ -18,7 +18,16 @@ from dataclasses import dataclass
 #: RoPE context-extension methods (see ``minillm.rope``); ``None`` = plain RoPE.
 ROPE_SCALINGS = (None, "linear", "ntk", "dynamic", "yarn")
 #: Feed-forward layers the MLP factory in ``minillm.model`` can build.
-MLP_KINDS = ("swiglu", "relu")
+MLP_KINDS = ("swiglu", "relu", "moe")
+#: How a mixture of experts keeps its experts evenly loaded (``minillm.moe``):
+#: "aux" = Switch's auxiliary loss, "bias" = DeepSeek-V3's bias update, None = nothing.
+ROUTER_BALANCES = (None, "aux", "bias")
+#: Mixture-of-experts fields and their defaults. ``to_dict`` leaves them out
+#: while they hold these values, so every config (and zoo hash) written before
+#: chapter 9 reads exactly as before.
+MOE_DEFAULTS = dict(n_experts=8, experts_top_k=2, n_shared_experts=0, expert_d_ff=None,
+                    capacity_factor=None, router_balance=None, router_norm_topk=True,
+                    aux_loss_weight=0.01, bias_update_rate=0.001)
 
 
 @dataclass
@@ -41,6 +50,15 @@ class ModelConfig:
     q, k, v and o: Llama's switch of that name), ``mlp_bias``, ``mlp`` (which
     feed-forward layer: ``MLP_KINDS``), ``norm_eps`` (RMSNorm epsilon),
     ``init_std`` (std of the normal weight init).
+
+    Mixture of experts (``mlp="moe"``, see ``minillm.moe``): ``n_experts``
+    SwiGLU experts of width ``expert_d_ff`` (default ``d_ff``), each token
+    routed to ``experts_top_k`` of them, plus ``n_shared_experts`` that every
+    token uses; gate weights renormalised over the chosen k
+    (``router_norm_topk``); ``capacity_factor`` c caps each expert at
+    ceil(c * tokens * k / n_experts) tokens (None: no cap, nothing dropped);
+    ``router_balance`` (``ROUTER_BALANCES``) with ``aux_loss_weight`` or
+    ``bias_update_rate``.
     """
 
     vocab_size: int = 4096
@@ -63,6 +81,15 @@ class ModelConfig:
     mlp: str = "swiglu"
     norm_eps: float = 1e-5
     init_std: float = 0.02
+    n_experts: int = 8
+    experts_top_k: int = 2
+    n_shared_experts: int = 0
+    expert_d_ff: int | None = None
+    capacity_factor: float | None = None
+    router_balance: str | None = None
+    router_norm_topk: bool = True
+    aux_loss_weight: float = 0.01
+    bias_update_rate: float = 0.001
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -104,6 +131,29 @@ class ModelConfig:
                              f"{self.yarn_beta_fast} and {self.yarn_beta_slow}")
         if self.mlp not in MLP_KINDS:
             raise ValueError(f"ModelConfig.mlp={self.mlp!r} is unknown; choose one of {MLP_KINDS}")
+        self._validate_moe()
+
+    def _validate_moe(self) -> None:
+        for name in ("n_experts", "experts_top_k", "n_shared_experts", "expert_d_ff"):
+            value = getattr(self, name)
+            if value is None and name == "expert_d_ff":
+                continue
+            low = 0 if name == "n_shared_experts" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"ModelConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.experts_top_k > self.n_experts:
+            raise ValueError(f"ModelConfig.experts_top_k={self.experts_top_k} is larger than "
+                             f"n_experts={self.n_experts}: a token cannot use more experts than exist")
+        if self.capacity_factor is not None and not (
+                isinstance(self.capacity_factor, (int, float)) and self.capacity_factor > 0):
+            raise ValueError(f"ModelConfig.capacity_factor must be > 0 or None, got {self.capacity_factor!r}")
+        if self.router_balance not in ROUTER_BALANCES:
+            raise ValueError(f"ModelConfig.router_balance={self.router_balance!r} is unknown; "
+                             f"choose one of {ROUTER_BALANCES}")
+        for name in ("aux_loss_weight", "bias_update_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"ModelConfig.{name} must be a number >= 0, got {value!r}")
 
     @property
     def head_dim(self) -> int:
@@ -114,8 +164,15 @@ class ModelConfig:
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
+    @property
+    def moe_d_ff(self) -> int:
+        """Hidden width of one expert: ``expert_d_ff``, or ``d_ff`` if unset."""
+        return self.d_ff if self.expert_d_ff is None else self.expert_d_ff
+
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as a dict; MoE fields at their defaults are left out."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if not (k in MOE_DEFAULTS and v == MOE_DEFAULTS[k])}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -155,8 +212,22 @@ def count_parameters(config: ModelConfig) -> int:
     return sum(parameter_breakdown(config).values())
 
 
-def parameter_breakdown(config: ModelConfig) -> dict[str, int]:
-    """``count_parameters`` split into embedding / attention / mlp / norms / lm_head."""
+def active_parameters(config: ModelConfig) -> int:
+    """Parameters one token actually uses: all of them for a dense model; for a
+    mixture of experts, only its ``experts_top_k`` routed experts per layer
+    (plus the router, the shared experts and everything outside the MLP)."""
+    return sum(parameter_breakdown(config, active=True).values())
+
+
+def _swiglu_parameters(d: int, f: int, bias: bool) -> int:
+    return 3 * d * f + (2 * f + d if bias else 0)
+
+
+def parameter_breakdown(config: ModelConfig, active: bool = False) -> dict[str, int]:
+    """``count_parameters`` split into embedding / attention / mlp / norms / lm_head.
+
+    ``active=True`` counts only the experts a token is routed to (MoE): the
+    ``mlp`` entry then holds the parameters one token passes through."""
     d, L = config.d_model, config.n_layers
     kv = config.n_kv_heads * config.head_dim
     attention = 2 * d * d + 2 * d * kv
@@ -165,8 +236,14 @@ def parameter_breakdown(config: ModelConfig) -> dict[str, int]:
     if config.attention_bias:
         attention += d
     f = config.d_ff
-    n_mats = {"swiglu": 3, "relu": 2}[config.mlp]
-    mlp = n_mats * d * f + ((n_mats - 1) * f + d if config.mlp_bias else 0)
+    if config.mlp == "moe":  # router + routed experts + shared experts (one wide SwiGLU)
+        routed = config.experts_top_k if active else config.n_experts
+        mlp = (d * config.n_experts + routed * _swiglu_parameters(d, config.moe_d_ff, config.mlp_bias)
+               + (_swiglu_parameters(d, config.n_shared_experts * config.moe_d_ff, config.mlp_bias)
+                  if config.n_shared_experts else 0))
+    else:
+        n_mats = {"swiglu": 3, "relu": 2}[config.mlp]
+        mlp = n_mats * d * f + ((n_mats - 1) * f + d if config.mlp_bias else 0)
     return {
         "embedding": config.vocab_size * d,
         "attention": L * attention,
@@ -187,9 +264,10 @@ def flops_per_token(config: ModelConfig, seq_len: int | None = None, training: b
     (default ``max_seq_len``), counted in full as in PaLM's 6N + 12LTd (the
     causal mask halves the useful work, but kernels mostly do not save it).
     Norms, softmax and biases are left out: they are a rounding error.
+    A mixture of experts counts only the experts a token is routed to.
     """
     T = config.max_seq_len if seq_len is None else seq_len
-    parts = parameter_breakdown(config)
+    parts = parameter_breakdown(config, active=True)
     n_matmul = parts["attention"] + parts["mlp"] + config.vocab_size * config.d_model
     forward = 2 * n_matmul + 4 * config.n_layers * T * config.n_heads * config.head_dim
     return 3 * forward if training else forward

@@ -77,11 +77,16 @@ class ReluMLP(nn.Module):
 
 
 #: config.mlp -> layer class. Add an entry to give blocks a new kind of MLP.
+#: ("moe", ``minillm.moe.MoE``, is looked up in ``build_mlp``: its experts are
+#: built from SwiGLU above, so moe.py imports this module, not the reverse.)
 MLP_CLASSES: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "relu": ReluMLP}
 
 
 def build_mlp(config: ModelConfig) -> nn.Module:
     """The feed-forward layer of one block, [B, T, d] -> [B, T, d]."""
+    if config.mlp == "moe":
+        from .moe import MoE
+        return MoE(config)
     return MLP_CLASSES[config.mlp](config)
 
 
@@ -205,10 +210,16 @@ class Transformer(nn.Module):
 
     def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
              attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token loss (``lm_loss``); labels default to input_ids, minus padding."""
+        """Next-token loss (``lm_loss``); labels default to input_ids, minus padding.
+        A mixture of experts with ``router_balance="aux"`` adds
+        ``aux_loss_weight`` times its balance loss (``minillm.moe.aux_loss``)."""
         if labels is None:
             labels = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
-        return lm_loss(self(input_ids, attention_mask=attention_mask), labels)
+        loss = lm_loss(self(input_ids, attention_mask=attention_mask), labels)
+        if self.config.mlp == "moe" and self.config.router_balance == "aux":
+            from .moe import aux_loss
+            loss = loss + self.config.aux_loss_weight * aux_loss(self)
+        return loss
 
 
 @torch.no_grad()

@@ -5,9 +5,11 @@ One optimizer step, in order (``Trainer.train_step``):
 
     lr = lr_at(step)                          warmup, then cosine decay
     for each of grad_accum micro-batches:     accumulate gradients
-        with autocast: loss = lm_loss(...)    bf16/fp16 matmuls, fp32 softmax
+        with autocast: loss = model.loss(...) bf16/fp16 matmuls, fp32 softmax; lm_loss
+                                              (+ the balance loss of a mixture of experts)
         (loss * its share of the targets).backward()
     unscale (fp16 only) -> clip the global gradient norm -> AdamW step
+    (mixture of experts with router_balance="bias": update the router biases)
 
 The micro-batch losses are weighted by their share of the step's target
 tokens, so accumulating k micro-batches gives exactly the gradient of one
@@ -211,7 +213,7 @@ class Trainer:
             xm, ym = xm.to(self.device, non_blocking=True), ym.to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
-                loss = lm_loss(model(xm), ym) * (count_targets(ym) / n_targets)
+                loss = model.loss(xm, ym) * (count_targets(ym) / n_targets)  # lm_loss (+ MoE aux loss)
             loss_sum += loss.item()
             (self.scaler.scale(loss) if self.scaler else loss).backward()
         if self.scaler:
@@ -224,6 +226,9 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
+        if getattr(model.config, "router_balance", None) == "bias":  # DeepSeek-V3 balancing, after the step
+            from minillm.moe import update_router_biases
+            update_router_biases(model)
         self.step += 1
         record = {"step": self.step, "lr": lr, "loss": loss_sum, "grad_norm": grad_norm,
                   "tokens": self.step * x.numel()}

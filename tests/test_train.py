@@ -237,3 +237,32 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         t.save_checkpoint(path)
     assert path.read_bytes() == before  # the old checkpoint survives a failed write
+
+
+def test_trainer_applies_moe_balancing():
+    """router_balance="aux": the balance loss is part of the trained loss (so the
+    router gets its gradient); "bias": the router biases move after each step."""
+    from minillm.config import ModelConfig
+    from minillm.model import Transformer
+    from minillm.train import Trainer
+
+    base = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=16, mlp="moe",
+                n_experts=4, experts_top_k=2, expert_d_ff=16)
+    x = torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(0))
+    routers = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = Transformer(ModelConfig(**base, router_balance="aux", aux_loss_weight=weight))
+        record = Trainer(model, TrainConfig(steps=1, batch_size=4, warmup_steps=0, eval_every=0),
+                         (x, x.clone()), progress=False).train_step()
+        routers[weight] = [p.detach().clone() for n, p in model.named_parameters() if "router" in n]
+        if weight:
+            from minillm.moe import aux_loss
+            assert record["loss"] > 0 and float(aux_loss(model).detach()) > 0
+    assert any(not torch.equal(a, b) for a, b in zip(routers[0.0], routers[1.0]))
+    torch.manual_seed(0)
+    model = Transformer(ModelConfig(**base, router_balance="bias"))
+    Trainer(model, TrainConfig(steps=2, batch_size=4, warmup_steps=0, eval_every=0), (x, x.clone()),
+            progress=False).fit()
+    biases = [b for n, b in model.named_buffers() if "router_bias" in n]
+    assert biases and any(b.abs().sum() > 0 for b in biases)
