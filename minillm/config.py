@@ -174,6 +174,10 @@ class ModelConfig:
         d = dataclasses.asdict(self)
         return {k: v for k, v in d.items() if not (k in MOE_DEFAULTS and v == MOE_DEFAULTS[k])}
 
+    def __repr__(self) -> str:
+        """Like the dataclass repr, without the MoE fields a dense model leaves at their defaults."""
+        return f"ModelConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
         """Inverse of ``to_dict``; unknown keys are an error, not silently dropped."""
