@@ -82,6 +82,15 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(d, config.n_kv_heads * D, bias=qkv_bias)
         self.o_proj = nn.Linear(config.n_heads * D, d, bias=config.attention_bias)
 
+    def project(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+        """x [B, T, d_model] -> q [B, H, T, D] and k, v [B, K, T, D], q and k rotated by RoPE."""
+        B, T, _ = x.shape
+        # [B, T, heads*D] -> [B, heads, T, D]: SDPA wants heads before time.
+        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
+        return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
                 mask: torch.Tensor | None = None, kv_cache: KVCache | None = None) -> torch.Tensor:
         """x [B, T, d_model], cos/sin [B, T, D] -> [B, T, d_model].
@@ -91,11 +100,7 @@ class Attention(nn.Module):
         ``minillm.model.build_attention_mask``).
         """
         B, T, _ = x.shape
-        # [B, T, heads*D] -> [B, heads, T, D]: SDPA wants heads before time.
-        q = self.q_proj(x).view(B, T, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(B, T, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        q, k, v = self.project(x, cos, sin)
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)
         # is_causal is only right when queries and keys are the same positions;

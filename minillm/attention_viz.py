@@ -84,23 +84,21 @@ def attention_weights(model, input_ids: torch.Tensor) -> list[torch.Tensor]:
     input_ids [B, T] -> a list with one [B, H, T, T] float32 tensor per layer
     (rows: queries, columns: keys). The model itself calls fused SDPA, which
     never materialises the weights; a hook on each ``Attention`` layer takes
-    the inputs it receives (normalised x, cos, sin) and recomputes
-    softmax(q k^T / sqrt(D) + causal mask) from them, exactly as SDPA does.
+    the inputs it receives (normalised x, cos, sin), projects them with the
+    layer's own ``project`` and recomputes softmax(q k^T / sqrt(D) + causal
+    mask), exactly as SDPA does.
     Memory is B * H * T^2 floats per layer: keep B * T^2 modest.
     """
     import math
 
     from .attention import repeat_kv
-    from .rope import apply_rope
 
     found = []
 
     def grab(attn, args):
         x, cos, sin = args[:3]
-        B, T, _ = x.shape
-        q = attn.q_proj(x).view(B, T, attn.n_heads, attn.head_dim).transpose(1, 2)
-        k = attn.k_proj(x).view(B, T, attn.n_kv_heads, attn.head_dim).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        T = x.shape[1]
+        q, k, _ = attn.project(x, cos, sin)
         k = repeat_kv(k, attn.n_heads // attn.n_kv_heads)
         scores = (q.float() @ k.float().transpose(-1, -2)) / math.sqrt(attn.head_dim)
         future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)

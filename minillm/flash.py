@@ -28,11 +28,7 @@ import math
 
 import torch
 
-
-def _positive_int(value, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return value
+from .positions import _positive_int
 
 
 def merge_softmax_states(m1: torch.Tensor, l1: torch.Tensor, m2: torch.Tensor,

@@ -148,15 +148,8 @@ def loss_by_position(model, input_ids: torch.Tensor, chunk_ends=None) -> torch.T
     ends = [T] if chunk_ends is None else [int(e) for e in chunk_ends]
     if ends[-1] != T or any(b <= a for a, b in zip(ends, ends[1:])) or ends[0] < 2:
         raise ValueError(f"chunk_ends must increase from >= 2 and end at T={T}, got {list(ends)}")
-    pieces, done = [], 0
-    for end in ends:
-        ids = input_ids[:, :end]
-        logits = model(ids)[:, done:end - 1].float()                 # predict tokens done+1..end-1
-        targets = ids[:, done + 1:end]
-        loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        pieces.append(loss.view(ids.shape[0], -1).mean(0))
-        done = end - 1
-    return torch.cat(pieces)
+    starts = [0] + [end - 1 for end in ends[:-1]]           # predict tokens start+1 .. end-1
+    return _window_losses(model, input_ids, [(0, end, start, end - 1) for start, end in zip(starts, ends)])
 
 
 @torch.no_grad()
@@ -176,17 +169,28 @@ def loss_with_context_limit(model, input_ids: torch.Tensor, limit: int) -> torch
         raise ValueError(f"limit must be at least 2, got {limit}")
     if input_ids.dim() != 2 or input_ids.shape[1] < 2:
         raise ValueError(f"input_ids must be [B, T] with T >= 2, got shape {tuple(input_ids.shape)}")
-    B, T = input_ids.shape
-    half = limit // 2
-    losses = torch.empty(T - 1)
-    for first in range(0, T - 1, half):  # predictions for targets first+1 .. last
+    T, half = input_ids.shape[1], limit // 2
+    windows = []
+    for first in range(0, T - 1, half):                     # predict tokens first+1 .. last
         last = min(first + half, T - 1)
-        context_start = max(0, last - limit)                     # at most `limit` inputs
-        logits = model(input_ids[:, context_start:last])[:, first - context_start:].float()
+        windows.append((max(0, last - limit), last, first, last))   # at most `limit` inputs
+    return _window_losses(model, input_ids, windows)
+
+
+def _window_losses(model, input_ids: torch.Tensor, windows) -> torch.Tensor:
+    """Per-position losses, averaged over the batch, concatenated over windows.
+
+    Each window (start, stop, first, last) runs the model on
+    input_ids[:, start:stop] and keeps its predictions of tokens first+1 ..
+    last, made from positions first .. last-1 (start <= first < last <= stop).
+    """
+    pieces = []
+    for start, stop, first, last in windows:
+        logits = model(input_ids[:, start:stop])[:, first - start:last - start].float()
         targets = input_ids[:, first + 1:last + 1]
         loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
-        losses[first:last] = loss.view(B, -1).mean(0)
-    return losses
+        pieces.append(loss.view(input_ids.shape[0], -1).mean(0))
+    return torch.cat(pieces)
 
 
 def far_attention_mass(weights: torch.Tensor, min_distance: int) -> torch.Tensor:

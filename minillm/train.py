@@ -199,6 +199,10 @@ class Trainer:
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.scaler = (torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None)
         self.step, self.history = 0, []
+        self.update_router_biases = None  # DeepSeek-V3 balancing of a mixture of experts, after each step
+        if getattr(getattr(model, "config", None), "router_balance", None) == "bias":
+            from minillm.moe import update_router_biases
+            self.update_router_biases = update_router_biases
 
     def train_step(self) -> dict:
         """One optimizer step (``grad_accum`` micro-batches); returns its record."""
@@ -226,9 +230,8 @@ class Trainer:
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if getattr(model.config, "router_balance", None) == "bias":  # DeepSeek-V3 balancing, after the step
-            from minillm.moe import update_router_biases
-            update_router_biases(model)
+        if self.update_router_biases:
+            self.update_router_biases(model)
         self.step += 1
         record = {"step": self.step, "lr": lr, "loss": loss_sum, "grad_norm": grad_norm,
                   "tokens": self.step * x.numel()}
