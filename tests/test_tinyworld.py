@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from minillm import ROOT
 from minillm import tinyworld as tw
-from minillm.tinyworld_bios import BIO_TEMPLATES, PROBE_PHRASES, clause
-from minillm.tinyworld_reasoning import TEMPLATES as REASONING_TEMPLATES
-from minillm.tinyworld_tasks import refusal
-from minillm.tinyworld_world import MONTHS, invent_word
+from minillm.tinyworld.bios import BIO_TEMPLATES, PROBE_PHRASES, clause
+from minillm.tinyworld.reasoning import TEMPLATES as REASONING_TEMPLATES
+from minillm.tinyworld.tasks import refusal
+from minillm.tinyworld.world import MONTHS, invent_word
 
 RELEASE = tw.RELEASE_DIR
 FILES = sorted(p.name for p in RELEASE.iterdir())

@@ -20,7 +20,7 @@ from __future__ import annotations
 import random
 import re
 
-from minillm.tinyworld_world import ATTRIBUTES, Person, World, stage_rng
+from minillm.tinyworld.world import ATTRIBUTES, Person, World, stage_rng
 
 # {S} subject, {P} possessive, verb forms agree with the subject.
 BIO_TEMPLATES = {

@@ -14,9 +14,9 @@ the release (the default one ships in ``data/tinyworld/``).
 
 This module is the front door: loaders, the release writer, the command line,
 and the helpers later chapters use (re-exported). The parts, each short:
-``tinyworld_world`` (config, inventories, people), ``tinyworld_bios``
-(biographies, completion probes), ``tinyworld_tasks`` (questions, answers,
-DPO pairs), ``tinyworld_reasoning`` (arithmetic word problems).
+``world`` (config, inventories, people), ``bios``
+(biographies, completion probes), ``tasks`` (questions, answers,
+DPO pairs), ``reasoning`` (arithmetic word problems).
 
 People and splits (``Person.split``):
     ``sft``           biographies in pretraining AND questions in SFT
@@ -50,17 +50,16 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import sys
 from dataclasses import asdict, fields
 from pathlib import Path
 
 from minillm import DATA_DIR
-from minillm.tinyworld_bios import (answer_sentence, biography, completion_is_correct,  # noqa: F401
+from minillm.tinyworld.bios import (answer_sentence, biography, completion_is_correct,  # noqa: F401
                                     completion_probes, normalize)
-from minillm.tinyworld_reasoning import parse_answer  # noqa: F401
-from minillm.tinyworld_tasks import (IDK, QUESTION_TEMPLATES, SYSTEM_PROMPT,  # noqa: F401
+from minillm.tinyworld.reasoning import parse_answer  # noqa: F401
+from minillm.tinyworld.tasks import (IDK, QUESTION_TEMPLATES, SYSTEM_PROMPT,  # noqa: F401
                                      attribute_question, chat_prompt, check_answer, generate_files)
-from minillm.tinyworld_world import (ATTRIBUTES, KNOWN_SPLITS, PERSON_SPLITS, Person,  # noqa: F401
+from minillm.tinyworld.world import (ATTRIBUTES, KNOWN_SPLITS, PERSON_SPLITS, Person,  # noqa: F401
                                      TinyWorldConfig, World, generate_world)
 
 RELEASE_DIR = DATA_DIR / "tinyworld"
@@ -195,6 +194,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {len(manifest['files'])} files and manifest.json to {out}")
     return 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

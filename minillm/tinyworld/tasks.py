@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import random
 
-from minillm.tinyworld_world import ATTRIBUTES, Person, TinyWorldConfig, World, generate_world, stage_rng
-from minillm.tinyworld_bios import (answer_sentence, biographies, canonical_sentence, normalize,
+from minillm.tinyworld.world import ATTRIBUTES, Person, TinyWorldConfig, World, generate_world, stage_rng
+from minillm.tinyworld.bios import (answer_sentence, biographies, canonical_sentence, normalize,
                                     place_documents)
 
 SYSTEM_PROMPT = "You answer questions about the people of TinyWorld."
@@ -118,7 +118,7 @@ def _with_ids(prefix: str, records: list[dict]) -> list[dict]:
 
 def generate_files(config: TinyWorldConfig = TinyWorldConfig()) -> dict[str, list[dict]]:
     """Every file of a release as {split name: records}, in SCHEMAS order."""
-    from minillm.tinyworld_reasoning import reasoning_problems
+    from minillm.tinyworld.reasoning import reasoning_problems
 
     world = generate_world(config)
     sft, heldout = world.split("sft"), world.split("heldout")

@@ -16,7 +16,7 @@ import operator
 import random
 import re
 
-from minillm.tinyworld_world import World, stage_rng
+from minillm.tinyworld.world import World, stage_rng
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": operator.floordiv}
 ITEMS = ("apples", "books", "stamps", "pencils", "tickets", "shells")
