@@ -55,11 +55,11 @@ nbval: $(TEST_ENV)
 
 # The student edition: solutions replaced by `raise NotImplementedError`.
 student: $(TEST_ENV)
-	$(BIN)/python -m minillm.notebooks student chapters student
+	$(BIN)/python -m minillm.book student chapters student
 
 # Re-execute notebooks in place (stored outputs): make execute NB=chapters/01_*/01_*.ipynb
 execute: $(TEST_ENV)
-	$(BIN)/python -m minillm.notebooks execute $(NB)
+	$(BIN)/python -m minillm.book execute $(NB)
 
 lab: $(TEST_ENV)
 	$(BIN)/jupyter lab chapters/

@@ -3,8 +3,8 @@ checker itself catches each breach it is meant to catch."""
 import nbformat
 import pytest
 
-from minillm import notebooks
-from minillm.notebooks import SETUP_CELL, check_all, check_notebook
+from minillm.book import notebooks
+from minillm.book.notebooks import SETUP_CELL, check_all, check_notebook
 
 
 def test_every_notebook_follows_the_conventions():

@@ -7,7 +7,7 @@ import nbformat
 import pytest
 
 from minillm.exercises import ExerciseNotImplemented
-from minillm.notebooks import (BEGIN, END, chapter_notebooks, exercise_pairs, strip_solutions, student_edition,
+from minillm.book.notebooks import (BEGIN, END, chapter_notebooks, exercise_pairs, strip_solutions, student_edition,
                                write_student_edition)
 
 

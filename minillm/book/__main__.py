@@ -1,0 +1,5 @@
+import sys
+
+from minillm.book.notebooks import main
+
+sys.exit(main())

@@ -1,0 +1,258 @@
+"""Tools that keep the book's notebooks honest (run by ``make test``).
+
+    python -m minillm.book check                 # the notebook checker
+    python -m minillm.book execute NB.ipynb ...  # re-run and store outputs
+    python -m minillm.book student chapters student   # student edition
+
+The checker enforces DESIGN.md's notebook conventions: every notebook is in
+the table of contents (and every entry exists), is stored executed top to
+bottom with no errors, never skips a cell under nbval, asserts its claim in any
+cell whose output nbval ignores, runs the standard setup cell first, imports
+minillm, keeps stored outputs small, and marks exercises in nbgrader's way.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+
+from minillm import ROOT
+
+REPO_URL = "https://github.com/minillm-book/minillm"
+
+#: The first code cell of every notebook, character for character.
+SETUP_CELL = f"""\
+# Setup: on Colab, fetch the book's code first; then seeds, plot style, device.
+import sys
+if "google.colab" in sys.modules:
+    !git clone --quiet --depth 1 {REPO_URL} /content/minillm
+    %pip install --quiet -e /content/minillm
+    sys.path.insert(0, "/content/minillm")
+import minillm
+DEVICE = minillm.setup(seed=0)"""
+
+BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
+#: Cell metadata that labels the HTML book's toggle over a solution.
+SOLUTION_TOGGLE = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
+IGNORE_TAGS = {"nbval-ignore-output"}
+FORBIDDEN = re.compile(r"nbval[-_]skip", re.IGNORECASE)
+MAX_OUTPUT_BYTES = 1_000_000  # one output (a figure is typically 30-100 kB)
+MAX_NOTEBOOK_BYTES = 3_000_000
+
+
+def toc_files(toc_path: Path = ROOT / "_toc.yml") -> list[str]:
+    """Every file listed in the Jupyter Book table of contents (no suffix)."""
+    import yaml
+
+    def walk(node):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key in ("root", "file"):
+                    yield str(value)
+                else:
+                    yield from walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                yield from walk(item)
+
+    return list(walk(yaml.safe_load(toc_path.read_text())))
+
+
+def chapter_notebooks(root: Path = ROOT) -> list[Path]:
+    return sorted(p for p in (root / "chapters").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
+
+
+def _source_ignored(cell) -> bool:
+    tags = set(cell.get("metadata", {}).get("tags", []))
+    return bool(tags & IGNORE_TAGS) or "NBVAL_IGNORE_OUTPUT" in cell.source
+
+
+def check_notebook(path: Path) -> list[str]:
+    """Return the list of convention violations in one notebook (empty = fine)."""
+    problems: list[str] = []
+    raw = path.read_bytes()
+    if len(raw) > MAX_NOTEBOOK_BYTES:
+        problems.append(f"file is {len(raw)/1e6:.1f} MB (limit {MAX_NOTEBOOK_BYTES/1e6:.0f} MB)")
+    text = raw.decode()
+    nb = nbformat.reads(text, as_version=4)
+    try:
+        nbformat.validate(nb)
+    except nbformat.ValidationError as err:
+        problems.append(f"invalid notebook: {err.message}")
+    if nb.metadata.get("kernelspec", {}).get("name") != "python3":
+        problems.append("kernelspec name must be 'python3'")
+    if FORBIDDEN.search(text):
+        problems.append("uses nbval-skip / NBVAL_SKIP: every cell must be tested")
+
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    if not code or code[0].source != SETUP_CELL:
+        problems.append("first code cell must be the standard setup cell (minillm.book.SETUP_CELL)")
+    if not any(re.search(r"^\s*(import minillm|from minillm)", c.source, re.M) for c in code):
+        problems.append("never imports minillm")
+
+    executed = any(c.execution_count is not None for c in code)
+    if code and not executed:
+        problems.append("is not executed: run it top to bottom (make execute NB=...)")
+    for i, cell in enumerate(code, start=1):
+        where = f"code cell {i}"
+        if not cell.source.strip():
+            problems.append(f"{where} is empty (delete it)")
+        if executed and cell.execution_count != i:
+            problems.append(f"{where} has execution_count {cell.execution_count}, expected {i}: "
+                            "re-run the notebook top to bottom (make execute NB=...)")
+        for out in cell.get("outputs", []):
+            if out.output_type == "error":
+                problems.append(f"{where} has a stored error: {out.get('ename')}: {out.get('evalue')}")
+            if out.output_type == "stream" and out.name == "stderr" and "Traceback" in out.text:
+                problems.append(f"{where} printed a traceback to stderr")
+            size = len(json.dumps(out))
+            if size > MAX_OUTPUT_BYTES:
+                problems.append(f"{where} stores a {size/1e6:.1f} MB output (limit {MAX_OUTPUT_BYTES/1e6:.0f} MB)")
+        if _source_ignored(cell) and not re.search(r"\bassert\b", cell.source):
+            problems.append(f"{where} ignores its output under nbval but asserts nothing")
+        if END in cell.source and BEGIN not in cell.source:
+            problems.append(f"{where}: unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers")
+    for solution, check in exercise_pairs(nb):
+        where = f"code cell {code.index(nb.cells[solution]) + 1}"
+        problems.extend(f"{where}: {p}" for p in _check_solution_cell(nb.cells[solution]))
+        if check is None or "check_" not in nb.cells[check].source:
+            problems.append(f"{where} is an exercise but the next code cell calls no minillm.exercises checker")
+    return problems
+
+
+def exercise_pairs(nb) -> list[tuple[int, int | None]]:
+    """Indices into ``nb.cells`` of each exercise: (solution cell, the next code
+    cell, which must call its checker; None if there is none). The indices hold
+    in the student edition too, whose solution cells no longer contain BEGIN."""
+    code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
+    return [(i, code[k + 1] if k + 1 < len(code) else None)
+            for k, i in enumerate(code) if BEGIN in nb.cells[i].source]
+
+
+def _check_solution_cell(cell) -> list[str]:
+    lines = cell.source.splitlines()
+    begins = [k for k, l in enumerate(lines) if l.strip() == BEGIN]
+    ends = [k for k, l in enumerate(lines) if l.strip() == END]
+    if len(begins) != len(ends) or not begins or any(b >= e for b, e in zip(begins, ends)):
+        return ["unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers"]
+    problems = []
+    if not lines[0].startswith(("def ", "class ", "import ", "from ", "#")):
+        problems.append("an exercise cell must define the function the reader writes")
+    if "hide-input" not in cell.get("metadata", {}).get("tags", []):
+        problems.append("solution cells are tagged 'hide-input' so the HTML book hides them behind a toggle")
+    if cell.get("metadata", {}).get("mystnb") != SOLUTION_TOGGLE:
+        problems.append(f"solution cells carry the metadata mystnb={SOLUTION_TOGGLE} (the toggle's label)")
+    return problems
+
+
+def check_all(root: Path = ROOT) -> list[str]:
+    """Run the checker over the whole book; return 'path: problem' lines."""
+    problems = []
+    listed = toc_files(root / "_toc.yml")
+    for entry in listed:
+        if not any((root / (entry + ext)).exists() for ext in ("", ".md", ".ipynb")):
+            problems.append(f"_toc.yml: entry {entry!r} does not exist")
+    listed_set = {str(Path(e).with_suffix("")) for e in listed}
+    for nb_path in chapter_notebooks(root):
+        rel = nb_path.relative_to(root)
+        if str(rel.with_suffix("")) not in listed_set:
+            problems.append(f"{rel}: not listed in _toc.yml")
+        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path))
+    return problems
+
+
+# ----------------------------------------------------------------- student
+
+def strip_solutions(source: str) -> str:
+    """Replace each BEGIN/END SOLUTION region by ``raise NotImplementedError``
+    at the indentation of its BEGIN marker."""
+    out, inside = [], False
+    for line in source.splitlines():
+        stripped = line.strip()
+        if stripped == BEGIN:
+            indent = line[: len(line) - len(line.lstrip())]
+            out.append(f"{indent}raise NotImplementedError  # your code here")
+            inside = True
+        elif stripped == END:
+            inside = False
+        elif not inside:
+            out.append(line)
+    return "\n".join(out)
+
+
+def student_edition(nb):
+    """A copy of notebook ``nb`` with solutions removed and exercise outputs cleared."""
+    nb = nbformat.from_dict(nb)
+    for solution, check in exercise_pairs(nb):
+        cell = nb.cells[solution]
+        cell.source = strip_solutions(cell.source)
+        cell.outputs, cell.execution_count = [], None
+        cell.metadata["tags"] = [t for t in cell.metadata.get("tags", []) if t != "hide-input"]
+        cell.metadata.pop("mystnb", None)
+        if check is not None:  # the check cell's stored "✓ correct" would mislead
+            nb.cells[check].outputs, nb.cells[check].execution_count = [], None
+    return nb
+
+
+def write_student_edition(src: Path, dst: Path) -> list[Path]:
+    written = []
+    for nb_path in sorted(src.rglob("*.ipynb")):
+        if ".ipynb_checkpoints" in nb_path.parts:
+            continue
+        out = dst / nb_path.relative_to(src)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        nb = student_edition(nbformat.read(nb_path, as_version=4))
+        nbformat.validate(nb)
+        nbformat.write(nb, out)
+        written.append(out)
+    return written
+
+
+# ----------------------------------------------------------------- execute
+
+def execute(path: Path, timeout: int = 1200) -> None:
+    """Run a notebook top to bottom in a fresh kernel and store its outputs."""
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["kernelspec"] = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", record_timing=False,
+                            resources={"metadata": {"path": str(path.parent)}})
+    client.execute()
+    for cell in nb.cells:
+        cell.metadata.pop("execution", None)
+    nbformat.write(nb, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m minillm.book", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("check", help="check every notebook against the book's conventions")
+    ex = sub.add_parser("execute", help="execute notebooks in place")
+    ex.add_argument("notebooks", nargs="+", type=Path)
+    st = sub.add_parser("student", help="write the student edition")
+    st.add_argument("src", type=Path, nargs="?", default=ROOT / "chapters")
+    st.add_argument("dst", type=Path, nargs="?", default=ROOT / "student")
+    args = parser.parse_args(argv)
+
+    if args.command == "check":
+        problems = check_all()
+        print("\n".join(problems) or f"{len(chapter_notebooks())} notebooks follow the conventions")
+        return 1 if problems else 0
+    if args.command == "execute":
+        for path in args.notebooks:
+            print(f"executing {path} ...", flush=True)
+            execute(path)
+        return 0
+    written = write_student_edition(args.src, args.dst)
+    print(f"wrote {len(written)} student notebooks under {args.dst}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
