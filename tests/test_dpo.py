@@ -281,3 +281,39 @@ def test_minillm_model_matches_trl_end_to_end(trl_setup, loss_type, label_smooth
     for name, p in policy.named_parameters():
         their_grad = hf_params[hf._rename(name, to_hf=True)].grad
         assert (p.grad - their_grad).abs().max().item() <= 2e-6 * scale, name
+
+
+# ------------------------------------------------------------ reward model
+
+def test_reward_model_starts_at_log_2_and_learns_pairs():
+    from minillm import reward_model as rm
+
+    data = dpo.encode_pairs(PAIRS[:16], TOKENIZER)
+    model = rm.RewardModel(tiny_model(0))
+    assert model.backbone.lm_head.out_features == 1
+    first = rm.bradley_terry_loss(model, data)
+    assert abs(first.item() - torch.log(torch.tensor(2.0)).item()) < 1e-6
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _ in range(10):
+        optimizer.zero_grad()
+        rm.bradley_terry_loss(model, data).backward()
+        optimizer.step()
+    chosen, rejected = rm.score_pairs(model, data, batch_size=5)
+    assert chosen.shape == rejected.shape == (16,)
+    assert (chosen > rejected).float().mean() > 0.8
+
+
+def test_reward_is_read_at_the_last_reply_token():
+    from minillm import reward_model as rm
+
+    model = rm.RewardModel(tiny_model(0)).eval()
+    torch.nn.init.normal_(model.backbone.lm_head.weight)
+    data = dpo.encode_pairs(PAIRS[:3], TOKENIZER)
+    ids, labels = data["chosen_ids"], data["chosen_labels"]
+    with torch.no_grad():
+        got = model(ids, labels)
+        for i in range(3):
+            n = int((ids[i] != TOKENIZER.special_tokens["<|pad|>"]).sum())
+            assert torch.allclose(got[i], model.backbone(ids[i:i + 1, :n])[0, -1, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="every row needs a reply"):
+        model(ids, torch.full_like(labels, IGNORE_INDEX))
