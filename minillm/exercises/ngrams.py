@@ -31,21 +31,53 @@ def check_bigram_mle_prob(fn) -> None:
     passed("P(cat | the) = c(the cat) / c(the ·) = 2/3")
 
 
-def check_add_k_prob(fn) -> None:
-    """fn(count_hw, count_h, vocab_size, k) -> (c(h,w) + k) / (c(h) + k V)."""
-    cases = [(2, 3, 10, 1.0), (2, 3, 10, 0.5), (0, 3, 10, 0.5), (0, 0, 10, 0.5), (7, 7, 4, 0.01)]
-    for c_hw, c_h, V, k in cases:
-        want = (c_hw + k) / (c_h + k * V)
-        got = call(fn, c_hw, c_h, V, k)
-        what = f"add_k_prob({c_hw}, {c_h}, {V}, {k})"
-        if _close(got, (c_hw + k) / (c_h + k)) and not _close(got, want):
-            raise ExerciseError(f"{what} should be {want:.4g}, got {got:.4g}: k is added to the count of EVERY "
-                                "word in the vocabulary, so the denominator grows by k * vocab_size, not by k")
-        if _close(got, (c_hw + k) / (c_h + V)) and not _close(got, want):
-            raise ExerciseError(f"{what} should be {want:.4g}, got {got:.4g}: the denominator grows by "
-                                "k * vocab_size (you added vocab_size, which is only right for k = 1)")
+STUPID_TEXT = "the cat sat on the mat . the cat ran . a dog sat on the cat .".split()
+
+
+def _ngram_counts(tokens: list[str], n: int) -> dict[tuple, int]:
+    counts: dict[tuple, int] = {}
+    for order in range(1, n + 1):
+        for i in range(len(tokens) - order + 1):
+            gram = tuple(tokens[i:i + order])
+            counts[gram] = counts.get(gram, 0) + 1
+    return counts
+
+
+def _stupid_backoff(counts: dict, context: tuple, word: str, alpha: float) -> float:
+    if not context:
+        return counts.get((word,), 0) / sum(c for g, c in counts.items() if len(g) == 1)
+    if counts.get(context + (word,), 0) > 0:
+        return counts[context + (word,)] / counts[context]
+    return alpha * _stupid_backoff(counts, context[1:], word, alpha)
+
+
+def check_stupid_backoff(fn) -> None:
+    """fn(counts, context, word, alpha) -> the stupid-backoff score S(word | context)."""
+    counts = _ngram_counts(STUPID_TEXT, 3)
+    n_tokens = len(STUPID_TEXT)
+    cases = [(("the", "cat"), "sat", 0.4), (("the", "cat"), "ran", 0.4), (("on", "the"), "cat", 0.4),
+             (("a", "dog"), "ran", 0.4), (("the", "dog"), "on", 0.5), (("a", "dog"), "mat", 0.4),
+             (("sat", "on"), "zebra", 0.4), ((), "cat", 0.4)]
+    for context, word, alpha in cases:
+        want = _stupid_backoff(counts, context, word, alpha)
+        what = f"stupid_backoff(counts, {context}, {word!r}, alpha={alpha})"
+        got = call(fn, dict(counts), tuple(context), word, alpha)
+        if context == ("a", "dog") and word == "ran":   # trigram and bigram unseen: two back-offs
+            if _close(got, counts[("ran",)] / n_tokens) and not _close(got, want):
+                raise ExerciseError(f"{what} should be {want:.4g}, got {got:.4g}: each back-off step "
+                                    "multiplies by alpha; here two steps (trigram, then bigram unseen), "
+                                    "so alpha**2 times the unigram score")
+            if _close(got, alpha * counts[("ran",)] / n_tokens) and not _close(got, want):
+                raise ExerciseError(f"{what} should be {want:.4g}, got {got:.4g}: you applied alpha once, "
+                                    "but backed off twice (the trigram AND the bigram are unseen)")
+        if not _close(got, want) and context and counts.get(context + (word,), 0) > 0:
+            raise ExerciseError(f"{what} should be {want:.4g}, got {got!r}: the full n-gram was seen, so "
+                                "the score is its relative frequency c(context, word) / c(context), "
+                                "no back-off and no alpha")
         expect_close(got, want, what)
-    passed("with k = 0.5 and V = 10, an unseen context gives every word 1/V = 0.1")
+    total = sum(_stupid_backoff(counts, ("the", "dog"), w, 0.4) for w in set(STUPID_TEXT))
+    passed(f"the scores after 'the dog' sum to {total:.2f} over the vocabulary, not 1: "
+           "stupid backoff ranks continuations cheaply but is not a distribution")
 
 
 def check_perplexity_of_probs(fn) -> None:
@@ -74,6 +106,8 @@ def check_perplexity_of_probs(fn) -> None:
 def check_continuation_count(fn) -> None:
     """fn(bigram_counts, word) -> number of distinct words seen right before ``word``."""
     counts = {("san", "francisco"): 5, ("the", "cat"): 1, ("a", "cat"): 1, ("my", "cat"): 2, ("cat", "sat"): 1}
+    for zero in [("your", "cat"), ("her", "cat"), ("the", "zebra")]:
+        counts[zero] = 0                  # a count of zero is no evidence: it must not count
     for word, want in [("francisco", 1), ("cat", 3), ("sat", 1), ("zebra", 0)]:
         got = call(fn, dict(counts), word)
         if word == "francisco" and got == 5:
@@ -82,6 +116,9 @@ def check_continuation_count(fn) -> None:
         if word == "cat" and got == 4:
             raise ExerciseError("continuation_count(counts, 'cat') should be 3 ('the', 'a', 'my'), got 4: "
                                 "count distinct left neighbours, not the total count")
+        if got != want and got == len({a for (a, b) in counts if b == word}):
+            raise ExerciseError(f"continuation_count(counts, {word!r}) should be {want}, got {got!r}: a "
+                                "bigram stored with count 0 was never seen; count only counts > 0")
         if got != want:
             raise ExerciseError(f"continuation_count(counts, {word!r}) should be {want}, got {got!r}")
     passed("'francisco' is frequent (5) but follows only 1 word; 'cat' follows 3")
