@@ -15,7 +15,7 @@ WORKERS ?= 2
 PYTEST := OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(BIN)/pytest
 NBVAL_FLAGS := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg
 
-.PHONY: book test check nbval student execute lab clean
+.PHONY: book test check nbval student execute lab clean browser
 
 # The environment is rebuilt whenever pyproject.toml changes. `make book`
 # needs the package and the book tools; `make test` adds the test tools and
@@ -38,12 +38,27 @@ TEST_ENV := $(VENV)/.installed-book-test-ref
 
 book: $(BOOK_ENV)
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
+	$(BIN)/python -m minillm.book math
 
 # Everything CI runs. The book build comes before the tests so that pytest's
 # summary is the last thing printed.
-test: $(TEST_ENV)
+# tests/test_book_math.py checks the built book's math (assets, macros) and,
+# where chromium is installed, renders math-heavy pages and counts MathJax errors.
+test: $(TEST_ENV) browser
 	$(BIN)/jupyter-book build . --warningiserror --keep-going
 	$(PYTEST) tests/ chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10 -p no:cacheprovider
+
+# Headless chromium for the math rendering tests. CI runs as root with CI=true:
+# there Debian's chromium is installed if missing (about a minute), so CI always
+# renders the math. Elsewhere nothing is installed behind your back; the
+# rendering tests skip with a message saying how to get chromium.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ -n "$$CI" ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium for the math rendering tests (CI, root)"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+	  || echo "warning: could not install chromium; the math rendering tests will skip"; \
+	else echo "note: chromium not found, so the math rendering tests will skip (apt-get install chromium)"; fi
 
 # Only the fast checks (checker + unit tests), no notebooks.
 check: $(TEST_ENV)

@@ -235,6 +235,10 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("check", help="check every notebook against the book's conventions")
     ex = sub.add_parser("execute", help="execute notebooks in place")
     ex.add_argument("notebooks", nargs="+", type=Path)
+    ma = sub.add_parser("math", help="check the built book's math (assets, macros; --render: chromium)")
+    ma.add_argument("html", type=Path, nargs="?", default=ROOT / "_build" / "html")
+    ma.add_argument("--render", nargs="*", metavar="PAGE",
+                    help="also render these pages (default: a few math-heavy ones) in headless chromium")
     st = sub.add_parser("student", help="write the student edition")
     st.add_argument("src", type=Path, nargs="?", default=ROOT / "chapters")
     st.add_argument("dst", type=Path, nargs="?", default=ROOT / "student")
@@ -249,6 +253,19 @@ def main(argv: list[str] | None = None) -> int:
             print(f"executing {path} ...", flush=True)
             execute(path)
         return 0
+    if args.command == "math":
+        from minillm.book import mathcheck
+
+        problems, counts = mathcheck.static_check(args.html)
+        print(", ".join(f"{v} {k}" for k, v in counts.items()) or "no build found")
+        if args.render is not None:
+            pages = args.render or mathcheck.RENDER_PAGES
+            more, results = mathcheck.render_check(args.html, pages)
+            problems += more
+            for r in results:
+                print(f"{r.url}: {r.typeset}/{r.formulas} typeset, {r.errors} errors")
+        print("\n".join(problems) or "math: no problems found")
+        return 1 if problems else 0
     written = write_student_edition(args.src, args.dst)
     print(f"wrote {len(written)} student notebooks under {args.dst}")
     return 0
