@@ -1,0 +1,144 @@
+"""The minillm trainer on several processes: ``torchrun`` and DistributedDataParallel.
+
+    torchrun --standalone --nproc_per_node 2 -m minillm.ddp --steps 50 --out runs/ddp
+    python -m minillm.ddp --steps 50 --out runs/one        # the same, one process
+
+Each rank builds the same model from the same seed, wraps it in
+``DistributedDataParallel`` and trains it with the unchanged
+``minillm.train.Trainer``, which draws this rank's share of every global batch
+(``Batches(rank, world_size)``) and weights the loss by the targets of all
+ranks, so that N ranks with a global batch of B blocks compute the same
+update as one process with B blocks. DDP all-reduces the gradients in
+buckets while backward is still running. Rank 0 alone writes the checkpoint
+(weights of the unwrapped model, AdamW state, data position, random states);
+``--resume`` makes every rank load it, so a killed run continues exactly.
+The backend is nccl when CUDA is there (one GPU per rank), gloo otherwise.
+
+``run_torchrun`` starts such a job from Python (a notebook), on 127.0.0.1 with
+a port torchrun picks itself, and kills the whole process group on a timeout.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+from minillm.distributed import default_backend
+
+#: The chapter's model: small enough that a step takes milliseconds on a CPU.
+MODEL = dict(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=160, max_seq_len=64)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(prog="python -m minillm.ddp", description=__doc__.splitlines()[0])
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--batch-size", type=int, default=16, help="global batch, in blocks")
+    ap.add_argument("--grad-accum", type=int, default=1)
+    ap.add_argument("--block-size", type=int, default=64)
+    ap.add_argument("--documents", type=int, default=2000, help="TinyWorld texts to pack")
+    ap.add_argument("--lr", type=float, default=3e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--checkpoint-every", type=int, default=0)
+    ap.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.safetensors")
+    ap.add_argument("--kill-at-step", type=int, default=0,
+                    help="SIGKILL rank 0 right after this step (to test resuming)")
+    ap.add_argument("--out", required=True, help="folder for checkpoint, model and history")
+    return ap.parse_args(argv)
+
+
+def main(argv=None) -> None:
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from minillm import seed_everything, tinyworld
+    from minillm.checkpoint import save_model, unwrap
+    from minillm.config import ModelConfig
+    from minillm.data import pack_texts
+    from minillm.model import Transformer
+    from minillm.tokenizer import load_book_tokenizer
+    from minillm.train import TrainConfig, Trainer
+
+    args = parse_args(argv)
+    distributed = "RANK" in os.environ  # set by torchrun
+    if distributed:
+        os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
+        dist.init_process_group(default_backend())
+    rank, world_size = (dist.get_rank(), dist.get_world_size()) if distributed else (0, 1)
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        torch.cuda.set_device(device)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    tokenizer = load_book_tokenizer()
+    texts = [r["text"] for r in tinyworld.load("pretrain")][:args.documents]
+    data = pack_texts(texts, tokenizer, args.block_size, shuffle_seed=0)
+    seed_everything(args.seed)  # the same initial weights on every rank
+    model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, **MODEL)).to(device)
+    if distributed:
+        model = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+    config = TrainConfig(steps=args.steps, batch_size=args.batch_size // args.grad_accum,
+                         grad_accum=args.grad_accum, lr=args.lr, min_lr=args.lr / 10,
+                         warmup_steps=min(10, args.steps // 5), eval_every=0,
+                         checkpoint_every=args.checkpoint_every, seed=args.seed)
+    checkpoint = out / "checkpoint.safetensors"
+    trainer = Trainer(model, config, data, checkpoint_path=checkpoint, progress=False)
+    if args.resume and checkpoint.exists():
+        trainer.load_checkpoint(checkpoint)
+
+    def maybe_die(trainer, record):
+        if rank == 0 and (trainer.step % 10 == 0 or trainer.step == args.steps):
+            print(f"step {trainer.step}: loss {record['loss']:.4f}", flush=True)
+        if args.kill_at_step and trainer.step == args.kill_at_step and rank == 0:
+            os.kill(os.getpid(), signal.SIGKILL)  # no cleanup, like a crash
+
+    history = trainer.fit(on_step=maybe_die)
+    if rank == 0:
+        save_model(unwrap(model), out / "model.safetensors")
+        (out / "history.json").write_text(json.dumps(
+            {"world_size": world_size, "backend": dist.get_backend() if distributed else None,
+             "history": history}, indent=1))
+    if distributed:
+        dist.destroy_process_group()
+
+
+def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 300.0,
+                 check: bool = True) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node nproc -m minillm.ddp *args``
+    (nproc=0: plain ``python -m minillm.ddp``, one process, no torchrun).
+
+    --standalone makes torchrun rendezvous on localhost with a port it picks,
+    so parallel jobs never collide. On timeout the whole process group is
+    killed and TimeoutError raised; with ``check``, a failure raises
+    RuntimeError carrying the end of the job's output.
+    """
+    cmd = [sys.executable, "-m", "minillm.ddp", *map(str, args)]
+    if nproc:
+        cmd[1:3] = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+                    "-m", "minillm.ddp"]
+    env = {**os.environ, "GLOO_SOCKET_IFNAME": os.environ.get("GLOO_SOCKET_IFNAME", "lo"),
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env, start_new_session=True)  # its own group: killable as one
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise TimeoutError(f"{' '.join(cmd[2:])} did not finish in {timeout:.0f} s; killed it") from None
+    result = subprocess.CompletedProcess(cmd, proc.returncode, output, "")
+    if check and proc.returncode != 0:
+        tail = "\n".join(output.splitlines()[-30:])
+        raise RuntimeError(f"{' '.join(cmd[2:])} failed with exit code {proc.returncode}:\n{tail}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
