@@ -115,3 +115,45 @@ def weight_bytes(n_params: float, bytes_per_param: float = 2) -> float:
     """Memory for the weights alone: 2 bytes each in bf16/fp16, 4 in fp32."""
     _positive(n_params=n_params, bytes_per_param=bytes_per_param)
     return n_params * bytes_per_param
+
+
+#: Bytes per parameter of mixed-precision Adam (Rajbhandari et al. 2020): fp16/bf16
+#: weights (2) and gradients (2); K = 12 of optimizer states: an fp32 master copy
+#: of the weights and Adam's two fp32 moments, 4 + 4 + 4.
+ZERO_BYTES = dict(weight_bytes=2, grad_bytes=2, optimizer_bytes=12)
+
+
+def zero_model_state_bytes(n_params: float, stage: int, n_devices: int, weight_bytes: float = 2,
+                           grad_bytes: float = 2, optimizer_bytes: float = 12) -> dict[str, float]:
+    """Model-state bytes on each of ``n_devices`` data-parallel devices under ZeRO.
+
+    With Psi parameters, N devices and K = optimizer_bytes:
+      stage 0 (plain DP): (2 + 2 + K) Psi   everything replicated
+      stage 1:  2 Psi + 2 Psi + K Psi / N   optimizer states sharded
+      stage 2:  2 Psi + (2 + K) Psi / N     + gradients sharded
+      stage 3:  (2 + 2 + K) Psi / N         + weights sharded
+    Activations, buffers and fragmentation come on top (ZeRO does not shard
+    activations). Returns {"weights", "gradients", "optimizer states", "total"}.
+    """
+    _positive(n_params=n_params, n_devices=n_devices)
+    if stage not in (0, 1, 2, 3):
+        raise ValueError(f"ZeRO stage must be 0, 1, 2 or 3, got {stage!r}")
+    if isinstance(n_devices, float) and not n_devices.is_integer():
+        raise ValueError(f"n_devices must be a whole number, got {n_devices!r}")
+    shard = [stage >= 3, stage >= 2, stage >= 1]  # weights, gradients, optimizer states
+    parts = [("weights", weight_bytes), ("gradients", grad_bytes), ("optimizer states", optimizer_bytes)]
+    out = {name: n_params * b / (n_devices if sharded else 1) for (name, b), sharded in zip(parts, shard)}
+    out["total"] = sum(out.values())
+    return out
+
+
+def devices_needed(n_params: float, stage: int, device_bytes: float = 80e9, max_devices: int = 100_000,
+                   **bytes_per_param) -> int | None:
+    """The fewest data-parallel devices whose memory holds the model states under
+    ZeRO ``stage`` (``zero_model_state_bytes``), or None if no number does: below
+    stage 3 the replicated part alone may not fit, however many devices share the rest."""
+    _positive(device_bytes=device_bytes, max_devices=max_devices)
+    if zero_model_state_bytes(n_params, stage, max_devices, **bytes_per_param)["total"] > device_bytes:
+        return None  # the memory per device only falls as devices are added
+    return next(n for n in range(1, max_devices + 1)
+                if zero_model_state_bytes(n_params, stage, n, **bytes_per_param)["total"] <= device_bytes)
