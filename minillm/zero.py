@@ -269,3 +269,76 @@ def zero_experiment(config: dict, stages=(0, 1, 2, 3), steps: int = 5, batch_siz
         out["stages"][stage] = {"max_diff": diff, "memory": memory, "activations": acts,
                                 "sent_per_step": sent, "calls_per_step": calls}
     return out
+
+
+def _local_bytes(tensors) -> int:
+    """Bytes of this rank's part of each tensor (a DTensor's local shard)."""
+    total = 0
+    for t in tensors:
+        t = t.to_local() if hasattr(t, "to_local") else t
+        total += t.numel() * t.element_size()
+    return total
+
+
+def torch_sharding_experiment(config: dict, steps: int = 5, batch_size: int = 8, seq_len: int = 32,
+                              lr: float = 3e-3, weight_decay: float = 0.1, seed: int = 0) -> dict:
+    """On every rank: PyTorch's own sharding against DDP + AdamW, as in
+    ``zero_experiment``: ``ZeroRedundancyOptimizer`` (ZeRO-1) and FSDP2's
+    ``fully_shard`` per block with ``reshard_after_forward`` False (weights
+    stay gathered between forward and backward, like ZeRO-2) and True (ZeRO-3).
+    Returns per method the largest weight difference from the reference and
+    the bytes of parameters, gradients and optimizer states held on this rank.
+    """
+    import torch.distributed as dist
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.optim import ZeroRedundancyOptimizer
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from minillm.config import ModelConfig
+    from minillm.model import Transformer, lm_loss
+    from minillm.train import param_groups
+
+    rank, N = dist.get_rank(), dist.get_world_size()
+    cfg = ModelConfig(**config)
+    g = torch.Generator().manual_seed(seed)
+    local = [b.chunk(N)[rank] for b in torch.randint(cfg.vocab_size, (steps, batch_size, seq_len),
+                                                      generator=g)]
+    betas = (0.9, 0.95)
+
+    def run(make):
+        torch.manual_seed(seed)
+        model = Transformer(cfg)
+        wrapped, opt = make(model)
+        for x in local:
+            lm_loss(wrapped(x), x).backward()
+            if x is local[-1]:
+                grads = _local_bytes(p.grad for p in model.parameters())
+            opt.step()
+            opt.zero_grad()
+        full = {n: (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
+                for n, p in model.named_parameters()}
+        inner = opt.optim if isinstance(opt, ZeroRedundancyOptimizer) else opt
+        states = [t for st in inner.state.values() for t in st.values() if t.dim() > 0]
+        return full, {"parameters": _local_bytes(model.parameters()), "gradients": grads,
+                      "optimizer": _local_bytes(states)}
+
+    def adamw(params):
+        return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay)
+
+    def fsdp(reshard):
+        def make(model):
+            for block in model.blocks:
+                fully_shard(block, reshard_after_forward=reshard)
+            fully_shard(model, reshard_after_forward=reshard)
+            return model, adamw(param_groups(model, weight_decay))
+        return make
+
+    reference, memory = run(lambda m: (DDP(m), adamw(param_groups(m, weight_decay))))
+    methods = {"DDP + AdamW": (reference, memory)}
+    methods["ZeroRedundancyOptimizer"] = run(lambda m: (DDP(m), ZeroRedundancyOptimizer(
+        param_groups(m, weight_decay), optimizer_class=torch.optim.AdamW, lr=lr, betas=betas)))
+    methods["FSDP2, reshard_after_forward=False"] = run(fsdp(False))
+    methods["FSDP2, reshard_after_forward=True"] = run(fsdp(True))
+    return {"rank": rank, "n_params": sum(p.numel() for p in reference.values()), "methods": {
+        name: {"max_diff": max((full[n] - reference[n]).abs().max().item() for n in reference),
+               "memory": mem} for name, (full, mem) in methods.items()}}
