@@ -67,33 +67,32 @@ def test_kl_stub():
         ex.check_kl_divergence_bits(stub)
 
 
-# ----------------------------------------------------------------- perplexity
+# ----------------------------------------------------------------- bits per byte
 
-def perplexity(log_probs):
-    return math.exp(-sum(log_probs) / len(log_probs))
+def bpb(ppl, n_tokens, n_bytes):
+    return n_tokens * math.log2(ppl) / n_bytes
 
 
-def test_perplexity_accepts_a_correct_answer(capsys):
-    ex.check_perplexity_from_log_probs(perplexity)
+def test_bits_per_byte_accepts_a_correct_answer(capsys):
+    ex.check_bits_per_byte(bpb)
     assert "✓ correct" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda lp: -sum(lp) / len(lp), "exponentiate"),
-    (lambda lp: math.exp(-sum(lp)), "MEAN"),
-    (lambda lp: math.exp(sum(lp) / len(lp)), "sign"),
-    (lambda lp: 2 ** (-sum(lp) / len(lp)), "natural logs"),
-    (lambda lp: np.prod(np.exp(lp)) ** (-1 / len(lp)), "underflow"),  # numpy: 0.0 ** -x is inf
+    (lambda p, n, b: math.log2(p) / b, "ONE token"),
+    (lambda p, n, b: math.log2(p), "bits per TOKEN"),
+    (lambda p, n, b: n * math.log(p) / b, "nats per byte"),
+    (lambda p, n, b: p * n / b, "not a cost in bits"),
+    (lambda p, n, b: b / (n * math.log2(p)), "upside down"),
 ])
-@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # the underflowing answer divides by zero
-def test_perplexity_rejects_wrong_answers(wrong, hint):
+def test_bits_per_byte_rejects_wrong_answers(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
-        ex.check_perplexity_from_log_probs(wrong)
+        ex.check_bits_per_byte(wrong)
 
 
-def test_perplexity_stub():
+def test_bits_per_byte_stub():
     with pytest.raises(ExerciseNotImplemented):
-        ex.check_perplexity_from_log_probs(stub)
+        ex.check_bits_per_byte(stub)
 
 
 # ----------------------------------------------------------------- mixture
@@ -129,8 +128,8 @@ def test_mix_stub():
 
 def test_checkers_are_reexported():
     from minillm.exercises import (check_entropy_bits, check_kl_divergence_bits, check_mix_log_probs,
-                                   check_perplexity_from_log_probs)
+                                   check_bits_per_byte)
     assert check_entropy_bits is ex.check_entropy_bits
-    assert check_perplexity_from_log_probs is ex.check_perplexity_from_log_probs
+    assert check_bits_per_byte is ex.check_bits_per_byte
     assert check_kl_divergence_bits is ex.check_kl_divergence_bits
     assert check_mix_log_probs is ex.check_mix_log_probs

@@ -61,31 +61,30 @@ def check_kl_divergence_bits(kl_divergence_bits) -> None:
     passed("KL(p || q) >= 0, zero only when q = p, and not symmetric")
 
 
-def check_perplexity_from_log_probs(perplexity) -> None:
-    """``perplexity_from_log_probs(log_probs)``: perplexity from per-token natural-log probabilities."""
-    log_probs = [math.log(0.5), math.log(0.25), math.log(0.125)]
-    want = perplexity_from_log_probs(log_probs)  # 4.0
-    got = _number(call(perplexity, list(log_probs)), "perplexity(log([0.5, 0.25, 0.125]))")
-    mean_nll = -sum(log_probs) / len(log_probs)
+def check_bits_per_byte(bits_per_byte) -> None:
+    """``bits_per_byte(ppl, n_tokens, n_bytes)``: the bits per byte of a text of ``n_bytes``
+    UTF-8 bytes that a model coded as ``n_tokens`` tokens at per-token perplexity ``ppl``."""
+    ppl, n_tokens, n_bytes = 8.0, 1000, 2500
+    want = n_tokens * math.log2(ppl) / n_bytes  # 1.2
+    what = f"bits_per_byte(ppl={ppl}, n_tokens={n_tokens}, n_bytes={n_bytes})"
+    got = _number(call(bits_per_byte, ppl, n_tokens, n_bytes), what)
     hints = [
-        (mean_nll, "that is the mean negative log-likelihood: exponentiate it"),
-        (math.exp(-sum(log_probs)), "you summed the log-probs: take their MEAN over the tokens"),
-        (math.exp(-mean_nll), "the sign is flipped: perplexity is exp(MINUS the mean log-prob), and it is >= 1"),
-        (2 ** mean_nll, "the log-probs are natural logs, so use exp, not 2 ** (...)"),
+        (math.log2(ppl) / n_bytes, "log2(ppl) is the cost of ONE token; the text has n_tokens of them"),
+        (math.log2(ppl), "that is bits per TOKEN; divide the total bits of the text by its bytes"),
+        (n_tokens * math.log(ppl) / n_bytes, "that is nats per byte: log2(ppl) bits per token, not ln(ppl)"),
+        (ppl * n_tokens / n_bytes, "perplexity is not a cost in bits: each token costs log2(ppl) bits"),
+        (n_bytes / (n_tokens * math.log2(ppl)), "upside down: bits per byte = total bits / bytes"),
     ]
     for wrong, hint in hints:
-        if math.isclose(got, wrong, rel_tol=1e-6):
-            raise ExerciseError(f"perplexity of probabilities 1/2, 1/4, 1/8 should be {want:.4f}, got {got:.4f}: {hint}")
-    expect_close(got, want, "perplexity of probabilities 1/2, 1/4, 1/8 (geometric mean of 2, 4, 8)")
-    expect_close(call(perplexity, [-math.log(50)] * 7), 50.0, "perplexity of a uniform model over 50 words")
-    rng = np.random.default_rng(0)
-    many = list(np.log(rng.uniform(1e-4, 1.0, size=2000)))
-    got = _number(call(perplexity, many), "perplexity of 2000 tokens")
-    if got == 0.0 or math.isinf(got):
-        raise ExerciseError(f"perplexity of 2000 tokens gave {got}: multiplying 2000 probabilities underflows; "
-                            "work with the mean of the log-probs instead")
-    expect_close(got, perplexity_from_log_probs(many), "perplexity of 2000 tokens")
-    passed("perplexity = exp(mean negative log-likelihood)")
+        if math.isclose(got, wrong, rel_tol=1e-6) and not math.isclose(got, want, rel_tol=1e-6):
+            raise ExerciseError(f"{what} should be {want:.4g}, got {got:.4g}: {hint}")
+    expect_close(got, want, what)
+    for args in [(20.0, 1000, 3000), (60.0, 600, 3000), (1.0, 10, 10)]:
+        expect_close(call(bits_per_byte, *args), args[1] * math.log2(args[0]) / args[2],
+                     f"bits_per_byte{args}")
+    a, b = 1000 * math.log2(20) / 3000, 600 * math.log2(60) / 3000
+    passed(f"on the same 3000 bytes, PPL 20 over 1000 tokens is {a:.3f} bits/byte, PPL 60 over 600 "
+           f"tokens {b:.3f}: the tokenizer with the higher perplexity codes the text better")
 
 
 def _mix_reference(log_probs, eps, vocab_size):
