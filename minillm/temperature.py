@@ -85,7 +85,7 @@ def softmax_with_temperature(logits, T: float):
     return out if is_tensor else out.numpy()
 
 
-def apply_temperature(probs, T: float):
+def temper_probs(probs, T: float):
     """Reshape probabilities: p_i^(1/T) / sum_j p_j^(1/T), along the last dim.
 
     probs: (..., V), each row non-negative and summing to 1 (tensor, NumPy
@@ -169,7 +169,7 @@ class BigramChain:
         with temperature T applied. The unused eos row becomes uniform."""
         rows = self.transitions.copy()
         rows[self.eos] = 1.0 / self.vocab_size
-        return apply_temperature(self.start, T), apply_temperature(rows, T)
+        return temper_probs(self.start, T), temper_probs(rows, T)
 
     def sequences(self) -> list[tuple]:
         """Every sequence of probability > 0 under the model, each ending with eos;
@@ -205,7 +205,7 @@ class BigramChain:
         """(sequences, probs): the annealed joint p(x)^(1/T) / Z over the same
         sequences, i.e. temperature applied once, to whole sequences. probs: (N,)."""
         seqs, p = self.per_step_distribution(1.0)
-        return seqs, apply_temperature(p / p.sum(), T)  # p.sum() is 1 up to rounding
+        return seqs, temper_probs(p / p.sum(), T)  # p.sum() is 1 up to rounding
 
     def sample(self, n: int, T: float, rng: np.random.Generator) -> list[tuple]:
         """Draw ``n`` sequences with per-step temperature T, all n advancing one

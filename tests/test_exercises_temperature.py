@@ -3,7 +3,7 @@ import math
 import pytest
 
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
-from minillm.exercises.temperature import (check_annealed_joint, check_per_step_path_prob,
+from minillm.exercises.temperature import (check_cold_limit_entropy, check_per_step_path_prob,
                                            check_temper, check_temperature_for_target)
 
 
@@ -59,21 +59,28 @@ def test_target_rejects_wrong():
         check_temperature_for_target(stub)
 
 
-# --- annealed_joint
+# --- cold_limit_entropy
 
-def test_annealed_joint_accepts_correct(capsys):
-    check_annealed_joint(temper)  # the same formula, applied to sequence probabilities
-    assert "✓ correct" in capsys.readouterr().out
+def cold_right(probs):
+    import math
+    top = max(probs)
+    return math.log2(sum(p == top for p in probs))
 
 
-def test_annealed_joint_rejects_wrong():
-    with pytest.raises(ExerciseError, match="sums to"):
-        check_annealed_joint(lambda ps, T: [p ** (1 / T) for p in ps])
-    with pytest.raises(ExerciseError, match="power T"):
-        check_annealed_joint(lambda ps, T: [p ** T / sum(q ** T for q in ps) for p in ps])
-    with pytest.raises(ExerciseNotImplemented):
-        check_annealed_joint(stub)
+def test_cold_limit_entropy_accepts_correct(capsys):
+    check_cold_limit_entropy(cold_right)
+    assert "correct" in capsys.readouterr().out
 
+
+@pytest.mark.parametrize("wrong, match", [
+    (lambda probs: 0.0, "TIE"),
+    (lambda probs: __import__("math").log2(sum(abs(p - max(probs)) < 0.02 for p in probs)), "not tied"),
+])
+def test_cold_limit_entropy_rejects_wrong(wrong, match):
+    with pytest.raises(ExerciseError, match=match):
+        check_cold_limit_entropy(wrong)
+    with pytest.raises(ExerciseError):
+        check_cold_limit_entropy(stub)
 
 # --- per_step_path_prob
 

@@ -7,7 +7,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from minillm.temperature import (BigramChain, apply_temperature, softmax_with_temperature,
+from minillm.temperature import (BigramChain, temper_probs, softmax_with_temperature,
                                  total_variation)
 
 # Probability vectors with no vanishingly small entries (so p^(1/T) stays representable).
@@ -21,20 +21,20 @@ def normalise(w):
 
 
 def test_worked_example():
-    np.testing.assert_allclose(apply_temperature([0.4, 0.6], 0.5), [0.16 / 0.52, 0.36 / 0.52])
-    assert apply_temperature([0.4, 0.6], 0.2)[1] == pytest.approx(0.6**5 / (0.4**5 + 0.6**5))
+    np.testing.assert_allclose(temper_probs([0.4, 0.6], 0.5), [0.16 / 0.52, 0.36 / 0.52])
+    assert temper_probs([0.4, 0.6], 0.2)[1] == pytest.approx(0.6**5 / (0.4**5 + 0.6**5))
 
 
 @given(weights)
 def test_T1_is_identity(w):
     p = normalise(w)
-    np.testing.assert_allclose(apply_temperature(p, 1.0), p, rtol=1e-12)
+    np.testing.assert_allclose(temper_probs(p, 1.0), p, rtol=1e-12)
 
 
 @given(weights, temperatures)
 def test_result_is_a_distribution_and_order_is_preserved(w, T):
     p = normalise(w)
-    q = apply_temperature(p, T)
+    q = temper_probs(p, T)
     assert q.sum() == pytest.approx(1.0)
     assert (q >= 0).all()
     for i in range(len(p)):
@@ -47,23 +47,23 @@ def test_result_is_a_distribution_and_order_is_preserved(w, T):
 def test_equals_softmax_of_scaled_logits(w, T):
     p = normalise(w)
     logits = np.log(p) + 3.0  # any shift of the logits gives the same softmax
-    np.testing.assert_allclose(softmax_with_temperature(logits, T), apply_temperature(p, T), rtol=1e-9)
+    np.testing.assert_allclose(softmax_with_temperature(logits, T), temper_probs(p, T), rtol=1e-9)
 
 
 @given(weights, st.floats(0.1, 0.9), st.floats(1.1, 10.0))
 def test_lower_temperature_sharpens(w, T_low, T_high):
     p = normalise(w)
-    assert apply_temperature(p, T_low).max() >= apply_temperature(p, T_high).max() - 1e-12
+    assert temper_probs(p, T_low).max() >= temper_probs(p, T_high).max() - 1e-12
 
 
 def test_limits():
     p = [0.1, 0.5, 0.4, 0.0]
-    np.testing.assert_array_equal(apply_temperature(p, 0), [0, 1, 0, 0])
-    np.testing.assert_allclose(apply_temperature(p, 1e-3), [0, 1, 0, 0], atol=1e-12)
-    np.testing.assert_allclose(apply_temperature(p, math.inf), [1 / 3, 1 / 3, 1 / 3, 0])
-    np.testing.assert_allclose(apply_temperature(p, 1e6), [1 / 3, 1 / 3, 1 / 3, 0], atol=1e-5)
+    np.testing.assert_array_equal(temper_probs(p, 0), [0, 1, 0, 0])
+    np.testing.assert_allclose(temper_probs(p, 1e-3), [0, 1, 0, 0], atol=1e-12)
+    np.testing.assert_allclose(temper_probs(p, math.inf), [1 / 3, 1 / 3, 1 / 3, 0])
+    np.testing.assert_allclose(temper_probs(p, 1e6), [1 / 3, 1 / 3, 1 / 3, 0], atol=1e-5)
     # ties split evenly at T = 0
-    np.testing.assert_allclose(apply_temperature([0.4, 0.2, 0.4], 0), [0.5, 0, 0.5])
+    np.testing.assert_allclose(temper_probs([0.4, 0.2, 0.4], 0), [0.5, 0, 0.5])
     np.testing.assert_allclose(softmax_with_temperature([1.0, -math.inf, 1.0], 0), [0.5, 0, 0.5])
     np.testing.assert_allclose(softmax_with_temperature([5.0, -math.inf, 1.0], math.inf), [0.5, 0, 0.5])
 
@@ -81,8 +81,8 @@ def test_torch_batched_last_dim():
     assert isinstance(q, torch.Tensor) and q.shape == (2, 3, 5)
     torch.testing.assert_close(q, torch.softmax(logits / 0.7, dim=-1))
     p = torch.softmax(logits, dim=-1)
-    torch.testing.assert_close(apply_temperature(p, 0.7), q, rtol=1e-5, atol=1e-6)
-    greedy = apply_temperature(p, 0)
+    torch.testing.assert_close(temper_probs(p, 0.7), q, rtol=1e-5, atol=1e-6)
+    greedy = temper_probs(p, 0)
     torch.testing.assert_close(greedy.argmax(-1), p.argmax(-1))
 
 
@@ -91,7 +91,7 @@ def test_torch_batched_last_dim():
     (True, TypeError, "number")])
 def test_bad_temperature(T, error, words):
     with pytest.raises(error, match=words):
-        apply_temperature([0.5, 0.5], T)
+        temper_probs([0.5, 0.5], T)
 
 
 @pytest.mark.parametrize("probs, words", [
@@ -99,7 +99,7 @@ def test_bad_temperature(T, error, words):
     ([[0.5, 0.5], [0.3, 0.3]], "0.6")])
 def test_bad_probabilities(probs, words):
     with pytest.raises(ValueError, match=words):
-        apply_temperature(probs, 1.0)
+        temper_probs(probs, 1.0)
 
 
 def test_bad_logits():

@@ -6,7 +6,7 @@ import math
 import numpy as np
 
 from minillm.exercises import ExerciseError, call, expect_close, passed
-from minillm.temperature import apply_temperature
+from minillm.temperature import temper_probs
 
 
 def _as_floats(got, what: str, n: int) -> np.ndarray:
@@ -39,7 +39,7 @@ def check_temper(temper) -> None:
     for probs, T in cases:
         what = f"temper({probs}, T={T})"
         got = _as_floats(call(temper, list(probs), T), what, len(probs))
-        _diagnose_distribution(got, np.array(probs), T, what, apply_temperature(probs, T))
+        _diagnose_distribution(got, np.array(probs), T, what, temper_probs(probs, T))
     passed("p^(1/T), renormalised: T = 0.5 turns 0.4/0.6 into 0.308/0.692")
 
 
@@ -66,24 +66,40 @@ def check_temperature_for_target(temperature_for_target) -> None:
     passed("temperature scales the log-odds by 1/T, so T = log-odds(p) / log-odds(target)")
 
 
-def check_annealed_joint(annealed_joint) -> None:
-    """annealed_joint(seq_probs, T) -> list: p(x)^(1/T) / sum_y p(y)^(1/T) over
-    the listed sequences (their probabilities need not sum to 1)."""
-    cases = [([0.315, 0.135, 0.1012, 0.06], 0.5), ([0.315, 0.135, 0.1012, 0.06], 2.0),
-             ([0.5, 0.3, 0.2], 1.0), ([0.02, 0.01], 1.0)]
-    for seq_probs, T in cases:
-        what = f"annealed_joint({seq_probs}, T={T})"
-        got = _as_floats(call(annealed_joint, list(seq_probs), T), what, len(seq_probs))
-        p = np.array(seq_probs)
-        want = p ** (1 / T) / (p ** (1 / T)).sum()
-        _diagnose_distribution(got, p, T, what, want)
-    passed("the annealed joint applies temperature once, to whole sequences, and renormalises over them")
+def check_cold_limit_entropy(cold_limit_entropy) -> None:
+    """cold_limit_entropy(probs) -> the entropy in bits of lim_{T -> 0} of temperature
+    applied to ``probs``: log2 of the number of tokens tied at the maximum."""
+    cases = [([0.4, 0.6], 0.0), ([0.4, 0.2, 0.4], 1.0), ([0.25] * 4, 2.0), ([0.3, 0.3, 0.3, 0.1], math.log2(3)),
+             ([0.41, 0.4, 0.19], 0.0), ([0.2, 0.0, 0.2, 0.2, 0.2, 0.2], math.log2(5)), ([1.0], 0.0)]
+    for probs, want in cases:
+        what = f"cold_limit_entropy({probs})"
+        got = call(cold_limit_entropy, list(probs))
+        if want > 0 and _is_number(got) and float(got) == 0.0:
+            raise ExerciseError(f"{what} should be {want:.4g} bits, got 0: as T -> 0 the mass goes to the "
+                                "argmax, but when several tokens TIE for the maximum it is split evenly "
+                                "among them, and the limit keeps log2(number tied) bits")
+        if probs == [0.41, 0.4, 0.19] and _is_number(got) and math.isclose(float(got), 1.0):
+            raise ExerciseError(f"{what} should be 0 bits, got 1: 0.41 and 0.4 are not tied; the ratio "
+                                "(0.41/0.4)^(1/T) still grows without bound as T -> 0")
+        if probs == [0.2, 0.0, 0.2, 0.2, 0.2, 0.2] and _is_number(got) and math.isclose(float(got), math.log2(6)):
+            raise ExerciseError(f"{what} should be log2(5) bits, got log2(6): a token of probability 0 "
+                                "stays at 0 at every temperature, so it is never among the tied tokens")
+        expect_close(got, want, what, abs_=1e-9)
+    passed("the T -> 0 limit is uniform over the tied maxima: 0 bits only when the argmax is unique")
+
+
+def _is_number(x) -> bool:
+    try:
+        float(x)
+        return True
+    except (TypeError, ValueError):
+        return False
 
 
 def _per_step_path_prob(start, P, path, T) -> float:
-    prob = float(apply_temperature(start, T)[path[0]])
+    prob = float(temper_probs(start, T)[path[0]])
     for prev, token in zip(path, path[1:]):
-        prob *= float(apply_temperature(P[prev], T)[token])
+        prob *= float(temper_probs(P[prev], T)[token])
     return prob
 
 
