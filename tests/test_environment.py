@@ -14,9 +14,19 @@ def test_environment_yml_mirrors_pyproject():
         | set(project["optional-dependencies"]["test"])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
-    assert set(pip) - {"-e ."} == wanted
+    options = {d for d in pip if d.startswith("--")}
+    assert set(pip) - {"-e ."} - options == wanted
     assert "python=3.11" in env["dependencies"]
     assert project["requires-python"].startswith(">=3.10")
+
+
+def test_binder_and_conda_get_cpu_only_torch():
+    # Binder builds from environment.yml; the CUDA wheel of torch would time it out.
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
+    assert "--extra-index-url https://download.pytorch.org/whl/cpu" in pip
+    assert not any((ROOT / d).exists() for d in ("binder", ".binder")), \
+        "a binder/ folder would make repo2docker ignore environment.yml"
 
 
 def test_no_hard_pins():
