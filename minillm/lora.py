@@ -58,7 +58,7 @@ class LoRALinear(nn.Module):
         self.scaling = alpha / math.sqrt(r) if rslora else alpha / r
         for p in base.parameters():
             p.requires_grad_(False)
-        weight = next(base.parameters(), None)
+        weight = next(iter([*base.parameters(), *base.buffers()]), None)  # Linear4bit: buffers
         kw = dict(dtype=torch.float32, device=weight.device if weight is not None else None)
         self.lora_A = nn.Parameter(torch.empty(r, in_f, **kw))
         self.lora_B = nn.Parameter(torch.zeros(out_f, r, **kw))
