@@ -17,17 +17,65 @@ from dataclasses import dataclass
 
 #: RoPE context-extension methods (see ``minillm.rope``); ``None`` = plain RoPE.
 ROPE_SCALINGS = (None, "linear", "ntk", "dynamic", "yarn")
-#: Feed-forward layers the MLP factory in ``minillm.model`` can build.
-MLP_KINDS = ("swiglu", "relu", "moe")
+#: Feed-forward layers the MLP factory in ``minillm.model`` can build (a mixture
+#: of experts is chosen by ``ModelConfig.moe``, not here).
+MLP_KINDS = ("swiglu", "relu")
 #: How a mixture of experts keeps its experts evenly loaded (``minillm.moe``):
 #: "aux" = Switch's auxiliary loss, "bias" = DeepSeek-V3's bias update, None = nothing.
 ROUTER_BALANCES = (None, "aux", "bias")
-#: Mixture-of-experts fields and their defaults. ``to_dict`` leaves them out
-#: while they hold these values, so every config (and zoo hash) written before
-#: chapter 9 reads exactly as before.
-MOE_DEFAULTS = dict(n_experts=8, experts_top_k=2, n_shared_experts=0, expert_d_ff=None,
-                    capacity_factor=None, router_balance=None, router_norm_topk=True,
-                    aux_loss_weight=0.01, bias_update_rate=0.001)
+
+
+@dataclass
+class MoEConfig:
+    """A mixture of experts in every block's MLP slot (``minillm.moe``).
+
+    ``n_experts`` SwiGLU experts of width ``expert_d_ff`` (default: the model's
+    ``d_ff``), each token routed to ``experts_top_k`` of them, plus
+    ``n_shared_experts`` that every token uses; gate weights renormalised over
+    the chosen k (``router_norm_topk``); ``capacity_factor`` c caps each expert
+    at ceil(c * tokens * k / n_experts) tokens (None: no cap, nothing dropped);
+    ``router_balance`` (``ROUTER_BALANCES``) with ``aux_loss_weight`` (added to
+    the loss by ``Transformer.forward``) or ``bias_update_rate`` (applied after
+    each optimizer step by the ``minillm.moe.RouterBiasUpdate`` callback).
+    """
+
+    n_experts: int = 8
+    experts_top_k: int = 2
+    n_shared_experts: int = 0
+    expert_d_ff: int | None = None
+    capacity_factor: float | None = None
+    router_balance: str | None = None
+    router_norm_topk: bool = True
+    aux_loss_weight: float = 0.01
+    bias_update_rate: float = 0.001
+
+    def __post_init__(self) -> None:
+        for name in ("n_experts", "experts_top_k", "n_shared_experts", "expert_d_ff"):
+            value = getattr(self, name)
+            if value is None and name == "expert_d_ff":
+                continue
+            low = 0 if name == "n_shared_experts" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"MoEConfig.{name} must be an integer >= {low}, got {value!r}")
+        if self.experts_top_k > self.n_experts:
+            raise ValueError(f"MoEConfig.experts_top_k={self.experts_top_k} is larger than "
+                             f"n_experts={self.n_experts}: a token cannot use more experts "
+                             f"than exist")
+        if self.capacity_factor is not None and not (
+                isinstance(self.capacity_factor, (int, float)) and self.capacity_factor > 0):
+            raise ValueError(f"MoEConfig.capacity_factor must be > 0 or None, "
+                             f"got {self.capacity_factor!r}")
+        if self.router_balance not in ROUTER_BALANCES:
+            raise ValueError(f"MoEConfig.router_balance={self.router_balance!r} is unknown; "
+                             f"choose one of {ROUTER_BALANCES}")
+        for name in ("aux_loss_weight", "bias_update_rate"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or value < 0:
+                raise ValueError(f"MoEConfig.{name} must be a number >= 0, got {value!r}")
+
+    def replace(self, **changes) -> "MoEConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
 
 
 @dataclass
@@ -51,14 +99,8 @@ class ModelConfig:
     feed-forward layer: ``MLP_KINDS``), ``norm_eps`` (RMSNorm epsilon),
     ``init_std`` (std of the normal weight init).
 
-    Mixture of experts (``mlp="moe"``, see ``minillm.moe``): ``n_experts``
-    SwiGLU experts of width ``expert_d_ff`` (default ``d_ff``), each token
-    routed to ``experts_top_k`` of them, plus ``n_shared_experts`` that every
-    token uses; gate weights renormalised over the chosen k
-    (``router_norm_topk``); ``capacity_factor`` c caps each expert at
-    ceil(c * tokens * k / n_experts) tokens (None: no cap, nothing dropped);
-    ``router_balance`` (``ROUTER_BALANCES``) with ``aux_loss_weight`` or
-    ``bias_update_rate``.
+    ``moe``: a ``MoEConfig`` puts a mixture of experts in every block's MLP
+    slot (``minillm.moe``); None (the default) keeps the dense ``mlp``.
     """
 
     vocab_size: int = 4096
@@ -81,15 +123,7 @@ class ModelConfig:
     mlp: str = "swiglu"
     norm_eps: float = 1e-5
     init_std: float = 0.02
-    n_experts: int = 8
-    experts_top_k: int = 2
-    n_shared_experts: int = 0
-    expert_d_ff: int | None = None
-    capacity_factor: float | None = None
-    router_balance: str | None = None
-    router_norm_topk: bool = True
-    aux_loss_weight: float = 0.01
-    bias_update_rate: float = 0.001
+    moe: MoEConfig | None = None
 
     def __post_init__(self) -> None:
         if self.n_kv_heads is None:
@@ -98,6 +132,8 @@ class ModelConfig:
             self.d_ff = 64 * math.ceil(8 * self.d_model / 3 / 64)
         if self.rope_original_max_seq_len is None:
             self.rope_original_max_seq_len = self.max_seq_len
+        if isinstance(self.moe, dict):  # from_dict / JSON
+            self.moe = MoEConfig(**self.moe)
         self._validate()
 
     def _validate(self) -> None:
@@ -131,29 +167,8 @@ class ModelConfig:
                              f"{self.yarn_beta_fast} and {self.yarn_beta_slow}")
         if self.mlp not in MLP_KINDS:
             raise ValueError(f"ModelConfig.mlp={self.mlp!r} is unknown; choose one of {MLP_KINDS}")
-        self._validate_moe()
-
-    def _validate_moe(self) -> None:
-        for name in ("n_experts", "experts_top_k", "n_shared_experts", "expert_d_ff"):
-            value = getattr(self, name)
-            if value is None and name == "expert_d_ff":
-                continue
-            low = 0 if name == "n_shared_experts" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"ModelConfig.{name} must be an integer >= {low}, got {value!r}")
-        if self.experts_top_k > self.n_experts:
-            raise ValueError(f"ModelConfig.experts_top_k={self.experts_top_k} is larger than "
-                             f"n_experts={self.n_experts}: a token cannot use more experts than exist")
-        if self.capacity_factor is not None and not (
-                isinstance(self.capacity_factor, (int, float)) and self.capacity_factor > 0):
-            raise ValueError(f"ModelConfig.capacity_factor must be > 0 or None, got {self.capacity_factor!r}")
-        if self.router_balance not in ROUTER_BALANCES:
-            raise ValueError(f"ModelConfig.router_balance={self.router_balance!r} is unknown; "
-                             f"choose one of {ROUTER_BALANCES}")
-        for name in ("aux_loss_weight", "bias_update_rate"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"ModelConfig.{name} must be a number >= 0, got {value!r}")
+        if self.moe is not None and not isinstance(self.moe, MoEConfig):
+            raise ValueError(f"ModelConfig.moe must be a MoEConfig or None, got {self.moe!r}")
 
     @property
     def head_dim(self) -> int:
@@ -165,18 +180,24 @@ class ModelConfig:
         return dataclasses.replace(self, **changes)
 
     @property
-    def moe_d_ff(self) -> int:
-        """Hidden width of one expert: ``expert_d_ff``, or ``d_ff`` if unset."""
-        return self.d_ff if self.expert_d_ff is None else self.expert_d_ff
+    def expert_d_ff(self) -> int:
+        """Hidden width of one expert of a mixture (``moe.expert_d_ff`` or ``d_ff``)."""
+        if self.moe is None:
+            raise ValueError("expert_d_ff: this config has no mixture of experts (moe=None)")
+        return self.d_ff if self.moe.expert_d_ff is None else self.moe.expert_d_ff
 
     def to_dict(self) -> dict:
-        """The fields as a dict; MoE fields at their defaults are left out."""
+        """The fields as a (JSON-ready) dict; a dense model leaves out ``moe``, so
+        every config and recipe hash written before chapter 9 reads as before."""
         d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if not (k in MOE_DEFAULTS and v == MOE_DEFAULTS[k])}
+        if d["moe"] is None:
+            del d["moe"]
+        return d
 
     def __repr__(self) -> str:
-        """Like the dataclass repr, without the MoE fields a dense model leaves at their defaults."""
-        return f"ModelConfig({', '.join(f'{k}={v!r}' for k, v in self.to_dict().items())})"
+        """Like the dataclass repr, without ``moe`` for a dense model."""
+        fields = {k: getattr(self, k) for k in self.to_dict()}
+        return f"ModelConfig({', '.join(f'{k}={v!r}' for k, v in fields.items())})"
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModelConfig":
@@ -239,12 +260,13 @@ def parameter_breakdown(config: ModelConfig, active: bool = False) -> dict[str, 
         attention += d + 2 * kv
     if config.attention_bias:
         attention += d
-    f = config.d_ff
-    if config.mlp == "moe":  # router + routed experts + shared experts (one wide SwiGLU)
-        routed = config.experts_top_k if active else config.n_experts
-        mlp = (d * config.n_experts + routed * _swiglu_parameters(d, config.moe_d_ff, config.mlp_bias)
-               + (_swiglu_parameters(d, config.n_shared_experts * config.moe_d_ff, config.mlp_bias)
-                  if config.n_shared_experts else 0))
+    f, moe = config.d_ff, config.moe
+    if moe is not None:  # router + routed experts + shared experts (one wide SwiGLU)
+        routed = moe.experts_top_k if active else moe.n_experts
+        width, bias = config.expert_d_ff, config.mlp_bias
+        mlp = (d * moe.n_experts + routed * _swiglu_parameters(d, width, bias)
+               + (_swiglu_parameters(d, moe.n_shared_experts * width, bias)
+                  if moe.n_shared_experts else 0))
     else:
         n_mats = {"swiglu": 3, "relu": 2}[config.mlp]
         mlp = n_mats * d * f + ((n_mats - 1) * f + d if config.mlp_bias else 0)

@@ -11,16 +11,18 @@ trade-off of packing, and harmless here).
 
 Labels. A block's ``labels`` are aligned with its ``input_ids`` (``labels[t]``
 is the token *at* position t, or ``IGNORE_INDEX`` = -100 where no loss is
-wanted); ``minillm.model.lm_loss`` shifts them by one so that the logits at t
-are scored on ``labels[t + 1]``. ``shift_labels`` is that shift, on its own, to
-look at. Ignored positions (the loss mask): padding of the last block, the
+wanted); ``minillm.loss`` shifts them by one so that the logits at t are
+scored on ``labels[t + 1]`` (``shift_labels``, re-exported here to look at). Ignored positions (the loss mask): padding of the last block, the
 ``<|bos|>`` tokens (they always follow ``<|eos|>``: nothing to learn), and
 whatever a caller masks (e.g. the prompt of an SFT example).
 
 Order. ``Batches`` draws batches of blocks in an order that depends only on
 ``(seed, epoch)``: a new permutation each epoch, the same one on every run.
 Its position (epoch, batch) is a small dict, so a resumed run continues with
-exactly the batch it would have seen.
+exactly the batch it would have seen. Under data parallelism each of
+``world_size`` ranks takes its own slice of every global batch (rank r the
+r-th of world_size equal parts), so together the ranks see exactly the
+batches one process would.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minillm.model import IGNORE_INDEX
+from minillm.loss import IGNORE_INDEX, shift_labels  # noqa: F401  (shift_labels: re-export)
 
 
 def encode_documents(texts: Sequence[str], tokenizer) -> list[list[int]]:
@@ -84,13 +86,6 @@ def pack(documents: Sequence[Sequence[int]], block_size: int, pad_id: int, *,
     return ids_t.view(n, block_size), labels.view(n, block_size)
 
 
-def shift_labels(labels: torch.Tensor) -> torch.Tensor:
-    """The targets ``lm_loss`` scores the logits on: [B, T] -> [B, T],
-    ``targets[:, t] = labels[:, t + 1]`` and IGNORE_INDEX at the last position
-    (nothing in the block follows it)."""
-    return F.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
-
-
 def pack_texts(texts: Sequence[str], tokenizer, block_size: int, shuffle_seed: int | None = None,
                drop_last: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """``pack(encode_documents(texts))`` with the usual choices: ``<|pad|>``
@@ -121,16 +116,26 @@ class Batches:
         batches = Batches(input_ids, labels, batch_size=16, seed=0)
         x, y = next(batches)            # [16, T], [16, T]
         state = batches.state_dict()    # {"epoch": 0, "batch": 1, ...}
+
+    ``batch_size`` is the global batch; with ``world_size`` > 1 this rank gets
+    rows ``[rank * b, (rank + 1) * b)`` of it, b = batch_size / world_size.
     """
 
     def __init__(self, input_ids: torch.Tensor, labels: torch.Tensor, batch_size: int,
-                 seed: int = 0, shuffle: bool = True):
+                 seed: int = 0, shuffle: bool = True, rank: int = 0, world_size: int = 1):
         if input_ids.dim() != 2 or input_ids.shape != labels.shape:
             raise ValueError(f"input_ids {tuple(input_ids.shape)} and labels {tuple(labels.shape)} "
                              f"must both be [N, T]")
         if not isinstance(batch_size, int) or not 1 <= batch_size <= len(input_ids):
             raise ValueError(f"batch_size must be an integer in [1, {len(input_ids)}] "
                              f"(the number of blocks), got {batch_size!r}")
+        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int)
+                and 0 <= rank < world_size):
+            raise ValueError(f"need 0 <= rank < world_size, got rank={rank!r}, world_size={world_size!r}")
+        if batch_size % world_size:
+            raise ValueError(f"batch_size={batch_size} does not split evenly over "
+                             f"world_size={world_size} ranks")
+        self.rank, self.world_size = rank, world_size
         self.input_ids, self.labels = input_ids, labels
         self.batch_size, self.seed, self.shuffle = batch_size, seed, shuffle
         self.epoch, self.batch = 0, 0
@@ -151,8 +156,9 @@ class Batches:
     def __next__(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self.batch >= self.batches_per_epoch:
             self.epoch, self.batch = self.epoch + 1, 0
-        start = self.batch * self.batch_size
-        index = torch.from_numpy(self.order(self.epoch)[start:start + self.batch_size])
+        local = self.batch_size // self.world_size
+        start = self.batch * self.batch_size + self.rank * local
+        index = torch.from_numpy(self.order(self.epoch)[start:start + local])
         self.batch += 1
         return self.input_ids[index], self.labels[index]
 

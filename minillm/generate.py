@@ -8,10 +8,12 @@ what to do with those scores, one step at a time:
 
 The four processors are small pure functions on a [B, V] logits tensor, so a
 notebook can apply and plot each one alone. ``generate`` chains them on top of
-the KV cache (the prompt is read once, then one token per step);
-``beam_search`` keeps the best few partial sequences instead of one.
-``sequence_log_prob`` scores a given completion (the DPO chapter reuses it),
-and two repetition metrics measure what the strategies do to the text.
+the KV cache (the prompt is read once, then one token per step), for one
+prompt or a batch of prompts of different lengths (left-padded, so every row's
+next token sits in the same column); ``greedy`` is ``generate`` at
+temperature 0; ``beam_search`` keeps the best few partial sequences instead
+of one. Two repetition metrics measure what the strategies do to the text.
+(Scoring a given completion, ``sequence_log_prob``, lives in ``minillm.loss``.)
 
 Shapes: B batch, T tokens, V vocabulary.
 """
@@ -162,20 +164,44 @@ def _as_batch(model: torch.nn.Module, input_ids) -> tuple[torch.Tensor, bool]:
     return ids.to(device), came_as_list
 
 
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int = 0,
+             device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prompts of different lengths -> (input_ids [B, T], attention_mask [B, T]).
+
+    Each row is padded on the *left*, so every prompt ends in the last column
+    and the next token of every row is generated in the same place. The mask
+    is 1 on real tokens, 0 on padding (the model attends to no padding)."""
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise ValueError("left_pad needs a non-empty list of non-empty prompts")
+    T = max(len(p) for p in prompts)
+    ids = torch.tensor([[pad_id] * (T - len(p)) + list(p) for p in prompts], device=device)
+    mask = torch.tensor([[0] * (T - len(p)) + [1] * len(p) for p in prompts], device=device)
+    return ids, mask
+
+
+def _is_ragged(input_ids) -> bool:
+    """A list of prompts (lists or 1-d tensors) rather than one prompt or a [B, T] tensor."""
+    return (not isinstance(input_ids, torch.Tensor) and len(input_ids) > 0
+            and not isinstance(input_ids[0], int) and hasattr(input_ids[0], "__len__"))
+
+
 @torch.no_grad()
 def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
              eos_id: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
              pad_id: int | None = None):
-    """Continue each prompt of input_ids [B, T0] by up to ``max_new_tokens`` tokens.
+    """Continue each prompt by up to ``max_new_tokens`` tokens.
 
-    Returns the new ids [B, n] (n <= max_new_tokens), or a list of ints if the
-    prompt was a list. ``temperature=0`` is greedy; otherwise each token is
-    drawn from softmax of the processed logits with ``generator`` (seed it for
-    reproducible samples). The repetition penalty looks at prompt and output.
-    A row that emits ``eos_id`` keeps it and is then padded with ``pad_id``
-    (default ``eos_id``); generation stops once every row has finished.
-    Prompts in a batch must have the same length (no padding support here).
+    ``input_ids``: one prompt (a list of ints), a batch [B, T0] of prompts of
+    equal length, or a list of prompts of any lengths (lists of ints), which
+    are left-padded (``left_pad``) with matching attention mask and positions.
+    Returns the new ids [B, n] (n <= max_new_tokens) for a tensor, a list of
+    ints for one list prompt, and a list of lists for a list of prompts (each
+    cut after its ``eos_id``). ``temperature=0`` is greedy; otherwise each token
+    is drawn from softmax of the processed logits with ``generator`` (seed it
+    for reproducible samples). The repetition penalty looks at prompt and
+    output. A row that emits ``eos_id`` keeps it and is then padded with
+    ``pad_id`` (default ``eos_id``); generation stops once every row has finished.
 
     ``use_cache=True`` reads the prompt once and then feeds one token per step;
     ``use_cache=False`` re-reads the whole sequence every step: quadratic cost,
@@ -186,13 +212,25 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
     # Run the processors once on a dummy row: a bad setting fails now, not mid-generation.
     process_logits(torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long), temperature, top_k, top_p,
                    repetition_penalty)
-    ids, came_as_list = _as_batch(model, input_ids)
+    ragged = _is_ragged(input_ids)
+    if ragged:
+        device = next(model.parameters()).device
+        ids, mask = left_pad([list(map(int, p)) for p in input_ids], 0, device)
+        came_as_list = False
+        if bool(mask.all()):
+            mask = None  # equal lengths: no padding, the plain causal path
+    else:
+        (ids, came_as_list), mask = _as_batch(model, input_ids), None
+    # Positions count real tokens only, so a left-padded row reads its prompt
+    # exactly as it would alone: position 0 is its first real token.
+    positions = None if mask is None else (mask.cumsum(-1) - 1).clamp(min=0)
     pad_id = eos_id if pad_id is None else pad_id
     cache = model.new_kv_cache() if use_cache else None
-    step_input, new_ids = ids, []
+    step_input, step_positions, new_ids = ids, positions, []
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     for _ in range(max_new_tokens):
-        logits = model(step_input, kv_cache=cache, logits_to_keep=1)[:, -1]  # [B, V]
+        logits = model(step_input, attention_mask=mask, kv_cache=cache, position_ids=step_positions,
+                       logits_to_keep=1)[:, -1]  # [B, V]
         logits = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty)
         if temperature == 0:
             next_id = logits.argmax(dim=-1)  # no random draw: greedy uses no RNG
@@ -203,11 +241,30 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
             finished |= next_id == eos_id
         new_ids.append(next_id)
         ids = torch.cat((ids, next_id[:, None]), dim=1)
+        if mask is not None:
+            mask = F.pad(mask, (0, 1), value=1)
+            positions = torch.cat((positions, positions[:, -1:] + 1), dim=1)
         step_input = next_id[:, None] if use_cache else ids
+        step_positions = None if positions is None else (positions[:, -1:] if use_cache else positions)
         if bool(finished.all()):
             break
     out = torch.stack(new_ids, dim=1) if new_ids else ids[:, :0]
+    if ragged:
+        return [_cut_after(row, eos_id) for row in out.tolist()]
     return out[0].tolist() if came_as_list else out
+
+
+def _cut_after(ids: list[int], eos_id: int | None) -> list[int]:
+    """ids up to and including the first ``eos_id`` (all of them if none)."""
+    return ids[:ids.index(eos_id) + 1] if eos_id is not None and eos_id in ids else ids
+
+
+def greedy(model: torch.nn.Module, input_ids, max_new_tokens: int, eos_id: int | None = None,
+           use_cache: bool = True):
+    """The most likely token at every step: ``generate`` with temperature 0
+    (deterministic, uses no random numbers); same inputs and outputs."""
+    return generate(model, input_ids, max_new_tokens, temperature=0.0, eos_id=eos_id,
+                    use_cache=use_cache)
 
 
 # ------------------------------------------------------- beam search
@@ -270,29 +327,6 @@ def beam_search(model: torch.nn.Module, input_ids, num_beams: int, max_new_token
     scored = [(ids, raw / length ** length_penalty) for ids, raw, length in done]
     scored.sort(key=lambda pair: -pair[1])  # stable: equal scores keep their order
     return scored[:num_beams]
-
-
-# ------------------------------------------------------- scoring a completion
-
-def sequence_log_prob(model: torch.nn.Module, prompt_ids, completion_ids) -> torch.Tensor:
-    """log p(completion | prompt) = sum over completion tokens of log p(token | everything before).
-
-    prompt_ids [B, Tp] and completion_ids [B, Tc] tensors give a [B] tensor;
-    two lists (or 1-d tensors) give a scalar tensor. Not wrapped in no_grad:
-    DPO differentiates through it.
-    """
-    prompt, single = _as_batch(model, prompt_ids)
-    completion, _ = _as_batch(model, completion_ids)
-    single = single or (isinstance(prompt_ids, torch.Tensor) and prompt_ids.dim() == 1)
-    if prompt.shape[0] != completion.shape[0]:
-        raise ValueError(f"prompt batch {prompt.shape[0]} != completion batch {completion.shape[0]}")
-    ids = torch.cat((prompt, completion), dim=1)
-    Tc = completion.shape[1]
-    # Position t predicts token t + 1: the last Tc inputs' logits score the completion.
-    logits = model(ids[:, :-1], logits_to_keep=Tc)  # [B, Tc, V]
-    log_probs = F.log_softmax(logits.to(torch.promote_types(logits.dtype, torch.float32)), dim=-1)
-    total = log_probs.gather(-1, completion[..., None])[..., 0].sum(dim=-1)  # [B]
-    return total[0] if single else total
 
 
 # ------------------------------------------------------- repetition metrics

@@ -51,6 +51,9 @@ def _rename(name: str, to_hf: bool) -> str:
 
 def hf_family(config: ModelConfig) -> str:
     """"qwen2" for q/k/v-only biases, "llama" otherwise; ValueError if neither fits."""
+    if config.moe is not None:
+        raise ValueError("a mixture-of-experts model cannot be exported: HF Llama/Qwen2 are "
+                         "dense, and a Mixtral export is not written")
     if config.mlp != "swiglu":
         raise ValueError(f"HF Llama/Qwen2 use a SwiGLU MLP; config.mlp={config.mlp!r} cannot be exported")
     if config.qkv_bias and not config.attention_bias:

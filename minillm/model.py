@@ -3,8 +3,14 @@
     tokens -> embedding -> n_layers x Block -> RMSNorm -> LM head -> logits
     Block:  x = x + Attention(RMSNorm(x));  x = x + MLP(RMSNorm(x))   (pre-norm)
 
-Attention (with GQA and the KV cache) lives in ``minillm.attention`` and RoPE in
-``minillm.rope``; this file holds the rest and reads top to bottom. Parameter
+Attention (with GQA and the KV cache) lives in ``minillm.attention``, RoPE in
+``minillm.rope``, the mixture of experts in ``minillm.moe`` and the
+next-token loss in ``minillm.loss``; this file holds the rest and reads top to
+bottom. Like nanoGPT's, the forward returns the loss when given labels, so
+every training stage (and a DDP wrapper) goes through one call:
+
+    logits = model(input_ids)                          # [B, T, V]
+    logits, loss = model(input_ids, labels=labels)     # + the mean next-token loss Parameter
 names are stable and close to HF's (``minillm.hf`` maps them one to one):
 
     embed.weight, blocks.{i}.attn_norm.weight, blocks.{i}.attn.{q,k,v,o}_proj.*,
@@ -12,8 +18,9 @@ names are stable and close to HF's (``minillm.hf`` maps them one to one):
     norm.weight, lm_head.weight (the same tensor as embed.weight when tied)
 
 Extension points: the MLP of every block comes from ``build_mlp(config)``
-(chapter 9 adds a mixture of experts there), and every weight matrix is a
-plain ``nn.Linear`` attribute (chapter 13 wraps them with LoRA by name).
+(``config.moe`` puts a mixture of experts there, chapter 9), and every weight
+matrix is a plain ``nn.Linear`` attribute (chapter 13 wraps them with LoRA by
+name).
 
 Shapes: B batch, T tokens, V vocabulary, d d_model.
 """
@@ -25,9 +32,9 @@ from torch import nn
 
 from .attention import Attention, KVCache
 from .config import ModelConfig
+from .loss import IGNORE_INDEX, REDUCTIONS, lm_loss  # noqa: F401  (IGNORE_INDEX: re-export)
+from .moe import MoE, aux_loss
 from .rope import rope_cos_sin
-
-IGNORE_INDEX = -100  # label value that contributes no loss (padding, prompts)
 
 
 class RMSNorm(nn.Module):
@@ -77,15 +84,13 @@ class ReluMLP(nn.Module):
 
 
 #: config.mlp -> layer class. Add an entry to give blocks a new kind of MLP.
-#: ("moe", ``minillm.moe.MoE``, is looked up in ``build_mlp``: its experts are
-#: built from SwiGLU above, so moe.py imports this module, not the reverse.)
 MLP_CLASSES: dict[str, type[nn.Module]] = {"swiglu": SwiGLU, "relu": ReluMLP}
 
 
 def build_mlp(config: ModelConfig) -> nn.Module:
-    """The feed-forward layer of one block, [B, T, d] -> [B, T, d]."""
-    if config.mlp == "moe":
-        from .moe import MoE
+    """The feed-forward layer of one block, [B, T, d] -> [B, T, d]: a mixture of
+    experts when ``config.moe`` is set, else ``MLP_CLASSES[config.mlp]``."""
+    if config.moe is not None:
         return MoE(config)
     return MLP_CLASSES[config.mlp](config)
 
@@ -132,24 +137,9 @@ def build_attention_mask(padding_mask: torch.Tensor | None, T: int, S: int,
     return mask
 
 
-def lm_loss(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> torch.Tensor:
-    """Mean next-token cross-entropy: logits [B, T, V] at t predict labels[t + 1].
-
-    This is the one place where targets are shifted by one: ``labels`` are
-    aligned with the inputs (often ``labels = input_ids``). Positions whose
-    label is ``ignore_index`` (-100) do not count. The labels are shifted
-    rather than the logits: the logits are the largest tensor in the model and
-    slicing them would copy it. The softmax runs in float32 at least.
-    """
-    if logits.shape[:2] != labels.shape:
-        raise ValueError(f"logits {tuple(logits.shape)} and labels {tuple(labels.shape)} disagree on [B, T]")
-    targets = F.pad(labels, (0, 1), value=ignore_index)[:, 1:]  # targets[t] = labels[t + 1]
-    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    return F.cross_entropy(logits.flatten(0, 1), targets.flatten(), ignore_index=ignore_index)
-
-
 class Transformer(nn.Module):
-    """Decoder-only language model: ``model(input_ids) -> logits``."""
+    """Decoder-only language model: ``model(input_ids) -> logits``, and
+    ``model(input_ids, labels=labels) -> (logits, loss)``."""
 
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -179,11 +169,19 @@ class Transformer(nn.Module):
     def new_kv_cache(self) -> KVCache:
         return KVCache(self.config.n_layers)
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None,
-                kv_cache: KVCache | None = None, position_ids: torch.Tensor | None = None,
-                logits_to_keep: int = 0) -> torch.Tensor:
-        """input_ids [B, T] -> logits [B, T, V].
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                attention_mask: torch.Tensor | None = None, kv_cache: KVCache | None = None,
+                position_ids: torch.Tensor | None = None, logits_to_keep: int = 0,
+                reduction: str = "mean"):
+        """input_ids [B, T] -> logits [B, T, V]; with labels, (logits, loss).
 
+        labels: [B, T] aligned with input_ids (``labels = input_ids`` for plain
+        language modelling; IGNORE_INDEX = -100 where no loss is wanted); the
+        shift by one happens inside (``minillm.loss``). ``reduction``: "mean"
+        over the target tokens (plus ``aux_loss_weight`` times the balance loss
+        of a mixture of experts with ``router_balance="aux"``), "sum", or
+        "none" for the per-position losses [B, T] (minus them are the
+        log-probs of the next tokens, which DPO and GRPO sum).
         attention_mask: [B, past + T] with 1 = token, 0 = padding (optional).
         kv_cache: a ``KVCache``; the new keys/values are appended to it in place.
         position_ids: [B, T]; default past, past + 1, ... (with left padding,
@@ -194,6 +192,8 @@ class Transformer(nn.Module):
         """
         if input_ids.dim() != 2:
             raise ValueError(f"input_ids must be [B, T], got shape {tuple(input_ids.shape)}")
+        if labels is not None and logits_to_keep:
+            raise ValueError("labels need the logits of every position: drop logits_to_keep")
         B, T = input_ids.shape
         past = len(kv_cache) if kv_cache is not None else 0
         if attention_mask is not None and attention_mask.shape != (B, past + T):
@@ -206,35 +206,11 @@ class Transformer(nn.Module):
         mask = build_attention_mask(attention_mask, T, past + T, input_ids.device)
         for block in self.blocks:
             x = block(x, cos, sin, mask, kv_cache)
-        return self.lm_head(self.norm(x[:, -logits_to_keep:]))  # -0: all positions
-
-    def loss(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-             attention_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Next-token loss (``lm_loss``); labels default to input_ids, minus padding.
-        A mixture of experts with ``router_balance="aux"`` adds
-        ``aux_loss_weight`` times its balance loss (``minillm.moe.aux_loss``)."""
+        logits = self.lm_head(self.norm(x[:, -logits_to_keep:]))  # -0: all positions
         if labels is None:
-            labels = input_ids if attention_mask is None else input_ids.masked_fill(attention_mask == 0, IGNORE_INDEX)
-        loss = lm_loss(self(input_ids, attention_mask=attention_mask), labels)
-        if self.config.mlp == "moe" and self.config.router_balance == "aux":
-            from .moe import aux_loss
-            loss = loss + self.config.aux_loss_weight * aux_loss(self)
-        return loss
-
-
-@torch.no_grad()
-def greedy_decode(model: Transformer, input_ids: torch.Tensor, max_new_tokens: int,
-                  use_cache: bool = True) -> torch.Tensor:
-    """Append ``max_new_tokens`` argmax tokens to input_ids [B, T] -> [B, T + n].
-
-    With the cache each step feeds only the newest token; without it, each step
-    re-reads the whole sequence (same result, quadratic cost).
-    """
-    cache = model.new_kv_cache() if use_cache else None
-    ids, step_input = input_ids, input_ids
-    for _ in range(max_new_tokens):
-        logits = model(step_input, kv_cache=cache, logits_to_keep=1)  # [B, 1, V]
-        next_id = logits[:, -1].argmax(dim=-1, keepdim=True)
-        ids = torch.cat((ids, next_id), dim=1)
-        step_input = next_id if use_cache else ids
-    return ids
+            return logits
+        loss = lm_loss(logits, labels, reduction)
+        moe = self.config.moe
+        if reduction == "mean" and moe is not None and moe.router_balance == "aux":
+            loss = loss + moe.aux_loss_weight * aux_loss(self)
+        return logits, loss

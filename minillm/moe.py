@@ -21,9 +21,14 @@ the block on the residual stream unchanged.
 Balancing. Left alone, a router tends to favour the experts that happen to be
 trained most, which makes them better, which makes them favoured: *collapse*.
 Two cures: Switch's auxiliary loss ``balance_loss`` (added to the LM loss by
-``Transformer.loss``), or DeepSeek-V3's per-expert bias (Wang et al. 2024),
-nudged after every optimizer step by ``update_router_biases``; it changes which
+``Transformer.forward``), or DeepSeek-V3's per-expert bias (Wang et al. 2024),
+nudged after every optimizer step by ``update_router_biases`` (in training,
+pass ``RouterBiasUpdate()`` to the Trainer's callbacks); it changes which
 experts are chosen but never the gate weights, and it gets no gradient.
+
+This module is a leaf: it defines its own expert MLP (the same SwiGLU as
+``minillm.model``'s, with the same parameter names) so that the model imports
+the mixture and never the reverse.
 
 Shapes: B batch, T tokens, N = B*T tokens, d d_model, E experts, k top-k.
 """
@@ -36,7 +41,19 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import ModelConfig
-from .model import SwiGLU
+
+
+class Expert(nn.Module):
+    """One expert: down(silu(gate(x)) * up(x)), d -> d_ff -> d (a SwiGLU MLP)."""
+
+    def __init__(self, d_model: int, d_ff: int, bias: bool = False):
+        super().__init__()
+        self.gate_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.up_proj = nn.Linear(d_model, d_ff, bias=bias)
+        self.down_proj = nn.Linear(d_ff, d_model, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
 
 
 def expert_capacity(n_tokens: int, n_experts: int, top_k: int, capacity_factor: float | None) -> int | None:
@@ -87,15 +104,15 @@ class MoE(nn.Module):
 
     def __init__(self, config: ModelConfig):
         super().__init__()
-        if config.mlp != "moe":
-            raise ValueError(f"MoE needs a config with mlp='moe', got mlp={config.mlp!r}")
-        self.config = config
-        d, E = config.d_model, config.n_experts
+        if config.moe is None:
+            raise ValueError("MoE needs a config with a mixture of experts (moe=MoEConfig(...))")
+        self.config = config.moe
+        d, E, f, bias = config.d_model, config.moe.n_experts, config.expert_d_ff, config.mlp_bias
         self.router = nn.Linear(d, E, bias=False)
-        self.experts = nn.ModuleList(SwiGLU(config.replace(d_ff=config.moe_d_ff)) for _ in range(E))
+        self.experts = nn.ModuleList(Expert(d, f, bias) for _ in range(E))
         # n shared experts of width f are one SwiGLU of width n*f: the same sum.
-        self.shared = (SwiGLU(config.replace(d_ff=config.n_shared_experts * config.moe_d_ff))
-                       if config.n_shared_experts else None)
+        n_shared = config.moe.n_shared_experts
+        self.shared = Expert(d, n_shared * f, bias) if n_shared else None
         # Aux-loss-free balancing: a buffer (saved with the model, no gradient),
         # plus the load counted since the last update.
         self.register_buffer("router_bias", torch.zeros(E))
@@ -164,6 +181,20 @@ def update_router_biases(model: nn.Module, rate: float | None = None) -> None:
     """Call after each optimizer step: ``update_bias`` on every MoE layer."""
     for layer in moe_layers(model):
         layer.update_bias(rate)
+
+
+class RouterBiasUpdate:
+    """Trainer callback for ``router_balance="bias"``: after every optimizer
+    step, ``update_router_biases`` on the (unwrapped) model.
+
+        Trainer(model, cfg, data, callbacks=[RouterBiasUpdate()])
+    """
+
+    def __init__(self, rate: float | None = None):
+        self.rate = rate
+
+    def after_update(self, trainer) -> None:
+        update_router_biases(getattr(trainer.model, "module", trainer.model), self.rate)
 
 
 def expert_load(model: nn.Module) -> torch.Tensor:

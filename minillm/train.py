@@ -1,53 +1,57 @@
 """The training loop: AdamW, warmup + cosine, clipping, accumulation, mixed
-precision, evaluation, and checkpoints that resume exactly.
+precision, evaluation, callbacks, and checkpoints that resume exactly.
 
 One optimizer step, in order (``Trainer.train_step``):
 
     lr = lr_at(step)                          warmup, then cosine decay
     for each of grad_accum micro-batches:     accumulate gradients
-        with autocast: loss = model.loss(...) bf16/fp16 matmuls, fp32 softmax; lm_loss
-                                              (+ the balance loss of a mixture of experts)
-        (loss * its share of the targets).backward()
+        with autocast: loss = loss_fn(model, micro_batch)
+                                              default: model(x, labels=y)[1], the mean
+                                              next-token loss (+ a mixture's balance loss)
+        (loss * its share of the step's targets).backward()
     unscale (fp16 only) -> clip the global gradient norm -> AdamW step
-    (mixture of experts with router_balance="bias": update the router biases)
+    callbacks' after_update (e.g. the router-bias update of a mixture of experts)
 
-The micro-batch losses are weighted by their share of the step's target
-tokens, so accumulating k micro-batches gives exactly the gradient of one
-k-times bigger batch (a plain average of micro-batch means would weight a
-token in a mostly-masked micro-batch more).
+Every stage of the book is this loop with another ``loss_fn`` and other
+batches: pretraining (packed blocks), SFT (the same loss with the prompt
+masked out of the labels), DPO (a loss on pairs of sequences). The loop
+touches the model only through ``model(...)``, never a method of it, so a
+``DistributedDataParallel`` wrapper sees every forward and synchronises the
+gradients (chapter 11); checkpoints unwrap it.
+
+The micro-batch losses are weighted by their share of the step's targets
+(tokens with a label; rows for a batch without labels), so accumulating k
+micro-batches gives exactly the gradient of one k-times bigger batch (a plain
+average of micro-batch means would weight a token in a mostly-masked
+micro-batch more). Under ``torch.distributed`` the count is summed over the
+ranks first, for the same reason.
 
 Weight decay is *decoupled* (AdamW, Loshchilov & Hutter 2019): the weights
 shrink by lr * wd each step, outside Adam's normalisation, instead of adding
 wd * w to the gradient (Adam + L2), where Adam would rescale the penalty away.
 Only matrices decay: norms' gains and biases set scales and offsets, and an
 embedding row is only updated when its token appears, so decaying embeddings
-would shrink rare tokens most.
+would shrink rare tokens most. Frozen parameters (``requires_grad=False``, as
+under LoRA) are left out of the optimizer altogether.
 
-Checkpoints (``save_checkpoint``) hold everything the next step depends on:
-weights, AdamW's moments, the step (the schedule is a pure function of it),
-the data position, the fp16 loss scale, the history and the Python, NumPy and
-PyTorch random states. That is why a run killed and resumed ends with the same
-weights, bit for bit on a CPU, as a run never interrupted. A checkpoint is one
-safetensors file (tensors + a JSON header), written to a temporary name and
-renamed, so a crash mid-write leaves the previous checkpoint intact.
+Checkpoints (``minillm.checkpoint.save_training_state``) hold everything the
+next step depends on, which is why a run killed and resumed ends with the same
+weights, bit for bit on a CPU, as a run never interrupted.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
-import random
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from minillm.checkpoint import CheckpointError, check_state_dict, expected_shapes, read_safetensors, \
-    write_safetensors
+from minillm.checkpoint import load_training_state, save_training_state, unwrap
 from minillm.data import Batches
-from minillm.model import IGNORE_INDEX, lm_loss
+from minillm.evals import dataset_loss, resolve_precision  # noqa: F401  (re-export)
+from minillm.loss import count_targets
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 CHECKPOINT_FORMAT = "minillm-trainer/1"
@@ -116,12 +120,15 @@ def lr_at(step: int, peak_lr: float, warmup_steps: int, total_steps: int, min_lr
 
 
 def split_decay(model: torch.nn.Module, decay_embeddings: bool = False) -> tuple[list[str], list[str]]:
-    """Names of the parameters that get weight decay (weight matrices) and
-    those that do not (norm gains, biases: 1-D; embeddings unless chosen).
-    A tied LM head is the embedding, listed once under its first name."""
+    """Names of the trainable parameters that get weight decay (weight
+    matrices) and those that do not (norm gains, biases: 1-D; embeddings
+    unless chosen). A tied LM head is the embedding, listed once under its
+    first name. Frozen parameters are in neither list."""
     decay, no_decay = [], []
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     for name, p in model.named_parameters():
+        if not p.requires_grad:  # frozen (e.g. a LoRA base): not trained at all
+            continue
         is_embedding = id(p) in embeddings
         (decay if p.dim() >= 2 and (decay_embeddings or not is_embedding) else no_decay).append(name)
     return decay, no_decay
@@ -135,74 +142,101 @@ def param_groups(model: torch.nn.Module, weight_decay: float, decay_embeddings: 
             {"params": [params[n] for n in no_decay], "weight_decay": 0.0}]
 
 
-def resolve_precision(precision: str, device: str | torch.device) -> torch.dtype | None:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32)."""
-    kind = torch.device(device).type
-    if precision == "auto":
-        if kind == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float16 if kind == "cuda" else None
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+def batch_weight(batch) -> int:
+    """What a batch counts for in a step's average: its target tokens when it
+    has labels (a tuple ``(input_ids, labels, ...)`` or a dict with
+    ``"labels"``), else its number of rows (e.g. DPO pairs)."""
+    labels = batch.get("labels") if isinstance(batch, dict) else (
+        batch[1] if isinstance(batch, (tuple, list)) and len(batch) > 1 else None)
+    if labels is not None:
+        return count_targets(labels)
+    first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
+    return len(first)
 
 
-def count_targets(labels: torch.Tensor) -> int:
-    """How many positions of labels [B, T] are scored by ``lm_loss`` (not the first
-    position, nothing ignored): the weight of a batch in a token average."""
-    return int((labels[:, 1:] != IGNORE_INDEX).sum())
+def language_model_loss(model: torch.nn.Module, batch) -> torch.Tensor:
+    """The default ``loss_fn``: the mean next-token loss of ``(input_ids,
+    labels)`` or of a dict with ``input_ids``, ``labels`` (and optionally
+    ``attention_mask``), through ``model(...)`` so that wrappers see it."""
+    if isinstance(batch, dict):
+        return model(batch["input_ids"], labels=batch["labels"],
+                     attention_mask=batch.get("attention_mask"))[1]
+    input_ids, labels = batch[:2]
+    return model(input_ids, labels=labels)[1]
 
 
-@torch.no_grad()
-def evaluate_loss(model: torch.nn.Module, input_ids: torch.Tensor, labels: torch.Tensor,
-                  batch_size: int = 64, precision: str = "fp32") -> float:
-    """Mean next-token loss (nats per target token) of ``model`` over all blocks
-    [N, T]; exp of it is the perplexity. The model is left in the mode it was in."""
-    device = next(model.parameters()).device
-    dtype = resolve_precision(precision, device)
-    was_training, total, count = model.training, 0.0, 0
-    model.eval()
-    for i in range(0, len(input_ids), batch_size):
-        x, y = input_ids[i:i + batch_size].to(device), labels[i:i + batch_size].to(device)
-        n = count_targets(y)
-        if n:
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                total += lm_loss(model(x), y).item() * n
-            count += n
-    model.train(was_training)
-    if count == 0:
-        raise ValueError("evaluate_loss: the labels have no target tokens (all ignored)")
-    return total / count
+def _split(batch, n: int) -> list:
+    """A batch (tensor tuple or dict of tensors, leading dim B) -> n micro-batches."""
+    if n == 1:
+        return [batch]
+    if isinstance(batch, dict):
+        parts = {k: v.chunk(n) for k, v in batch.items()}
+        return [{k: v[i] for k, v in parts.items()} for i in range(n)]
+    return list(zip(*(t.chunk(n) for t in batch)))
+
+
+def _to(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return tuple(t.to(device, non_blocking=True) for t in batch)
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size) of the running torch.distributed job, (0, 1) without one."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def _all_reduce_sum(value: float, device: torch.device) -> float:
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    torch.distributed.all_reduce(t)
+    return t.item()
 
 
 class Trainer:
-    """Trains ``model`` on packed blocks (``minillm.data.pack``) with ``config``.
+    """Trains ``model`` on ``batches`` with ``config``.
 
         trainer = Trainer(model, TrainConfig(steps=300), (x, y), val=(vx, vy))
         history = trainer.fit()       # list of dicts, one per step
 
+    batches: packed blocks ``(input_ids, labels)`` [N, T] (drawn by
+        ``minillm.data.Batches`` with ``config.batch_size * grad_accum`` blocks
+        per step and ``config.seed``), or any iterator of batches (tuples or
+        dicts of tensors) with ``state_dict``/``load_state_dict`` for resuming.
+    loss_fn: ``loss_fn(model, micro_batch) -> mean loss`` (default
+        ``language_model_loss``); micro-batches are weighted by ``batch_weight``.
+    callbacks: objects with optional ``after_update(trainer)`` (right after each
+        optimizer step) and ``after_step(trainer, record)`` (after that step's
+        evaluation and checkpoint), e.g. ``minillm.moe.RouterBiasUpdate()``.
+
     ``history[i]`` has ``step`` (after the update, 1-based), ``lr``, ``loss``
-    (token-weighted over the step's batch), ``grad_norm`` (before clipping),
-    ``tokens`` (inputs seen so far) and, on evaluation steps, ``val_loss``.
-    With ``checkpoint_path``, a checkpoint is written every
-    ``config.checkpoint_every`` steps and at the end; ``load_checkpoint``
-    restores one before ``fit`` continues from it.
+    (weighted over the step's batch; over all ranks when distributed),
+    ``grad_norm`` (before clipping), ``tokens`` (inputs seen so far, this rank)
+    and, on evaluation steps, ``val_loss``. With ``checkpoint_path``, a
+    checkpoint is written every ``config.checkpoint_every`` steps and at the
+    end (by rank 0 only); ``load_checkpoint`` restores one before ``fit``
+    continues from it.
     """
 
-    def __init__(self, model: torch.nn.Module, config: TrainConfig, train: tuple[torch.Tensor, torch.Tensor],
-                 val: tuple[torch.Tensor, torch.Tensor] | None = None,
-                 checkpoint_path: str | Path | None = None, progress: bool = True):
+    def __init__(self, model: torch.nn.Module, config: TrainConfig, batches,
+                 val: tuple[torch.Tensor, torch.Tensor] | None = None, loss_fn=None,
+                 callbacks=(), checkpoint_path: str | Path | None = None, progress: bool = True):
         self.model, self.config, self.val, self.progress = model, config, val, progress
+        self.loss_fn = loss_fn or language_model_loss
+        self.callbacks = list(callbacks)
         self.device = next(model.parameters()).device
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
-        self.batches = Batches(*train, batch_size=config.batch_size * config.grad_accum, seed=config.seed)
+        if isinstance(batches, (tuple, list)):
+            rank, world_size = _distributed()
+            batches = Batches(*batches, batch_size=config.batch_size * config.grad_accum,
+                              seed=config.seed, rank=rank, world_size=world_size)
+        self.batches = batches
         self.optimizer = torch.optim.AdamW(param_groups(model, config.weight_decay, config.decay_embeddings),
                                            lr=config.lr, betas=config.betas, eps=config.eps)
         self.autocast_dtype = resolve_precision(config.precision, self.device)
         self.scaler = (torch.amp.GradScaler(self.device.type) if self.autocast_dtype == torch.float16 else None)
         self.step, self.history = 0, []
-        self.update_router_biases = None  # DeepSeek-V3 balancing of a mixture of experts, after each step
-        if getattr(getattr(model, "config", None), "router_balance", None) == "bias":
-            from minillm.moe import update_router_biases
-            self.update_router_biases = update_router_biases
 
     def train_step(self) -> dict:
         """One optimizer step (``grad_accum`` micro-batches); returns its record."""
@@ -210,45 +244,58 @@ class Trainer:
         lr = cfg.lr_at(self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        x, y = next(self.batches)
-        n_targets = count_targets(y)
+        batch = next(self.batches)
+        micro_batches = _split(batch, cfg.grad_accum)
+        weights = [batch_weight(m) for m in micro_batches]
+        _, world_size = _distributed()
+        total = sum(weights) if world_size == 1 else _all_reduce_sum(sum(weights), self.device)
+        # DDP averages gradients over ranks; * world_size turns that into the
+        # token-weighted mean over the global batch.
         loss_sum = 0.0
-        for xm, ym in zip(x.chunk(cfg.grad_accum), y.chunk(cfg.grad_accum)):
-            xm, ym = xm.to(self.device, non_blocking=True), ym.to(self.device, non_blocking=True)
+        for micro, weight in zip(micro_batches, weights):
+            micro = _to(micro, self.device)
             with torch.autocast(self.device.type, dtype=self.autocast_dtype or torch.float32,
                                 enabled=self.autocast_dtype is not None):
-                loss = model.loss(xm, ym) * (count_targets(ym) / n_targets)  # lm_loss (+ MoE aux loss)
-            loss_sum += loss.item()
+                loss = self.loss_fn(model, micro) * (weight / total * world_size)
+            loss_sum += loss.item() / world_size
             (self.scaler.scale(loss) if self.scaler else loss).backward()
+        if world_size > 1:
+            loss_sum = _all_reduce_sum(loss_sum, self.device)
         if self.scaler:
             self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
         max_norm = cfg.grad_clip if cfg.grad_clip is not None else math.inf
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), max_norm).item()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        grad_norm = torch.nn.utils.clip_grad_norm_(trainable, max_norm).item()
         if self.scaler:
             self.scaler.step(self.optimizer)  # skipped if a gradient is inf/nan
             self.scaler.update()
         else:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        if self.update_router_biases:
-            self.update_router_biases(model)
         self.step += 1
+        for callback in self.callbacks:
+            if hasattr(callback, "after_update"):
+                callback.after_update(self)
+        first = next(iter(batch.values())) if isinstance(batch, dict) else batch[0]
         record = {"step": self.step, "lr": lr, "loss": loss_sum, "grad_norm": grad_norm,
-                  "tokens": self.step * x.numel()}
+                  "tokens": self.step * first.numel()}
         if self.scaler:
             record["loss_scale"] = self.scaler.get_scale()
         return record
 
     def evaluate(self) -> float:
-        """Held-out loss on ``val`` (see ``evaluate_loss``)."""
-        return evaluate_loss(self.model, *self.val, self.config.eval_batch_size, self.config.precision)
+        """Held-out loss on ``val`` (``minillm.evals.dataset_loss``)."""
+        return dataset_loss(unwrap(self.model), *self.val, self.config.eval_batch_size,
+                            self.config.precision)
 
     def fit(self, on_step=None) -> list[dict]:
         """Train until ``config.steps``; returns the history. ``on_step(trainer,
-        record)`` is called after every step (and after its checkpoint)."""
+        record)`` is called after every step (and after its checkpoint), after
+        the callbacks' ``after_step``."""
         cfg = self.config
         self.model.train()
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.progress)
+        rank, _ = _distributed()
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not self.progress or rank)
         while self.step < cfg.steps:
             record = self.train_step()
             last = self.step == cfg.steps
@@ -259,94 +306,30 @@ class Trainer:
             bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
             if self.checkpoint_path and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)):
                 self.save_checkpoint(self.checkpoint_path)
+            for callback in self.callbacks:
+                if hasattr(callback, "after_step"):
+                    callback.after_step(self, record)
             if on_step is not None:
                 on_step(self, record)
         bar.close()
         return self.history
 
-    # ------------------------------------------------------------- checkpoints
     def save_checkpoint(self, path: str | Path) -> Path:
-        """Everything needed to continue exactly, in one safetensors file (atomic)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        keep = expected_shapes(self.model)
-        tensors = {f"model/{k}": v for k, v in self.model.state_dict().items() if k in keep}
-        optim = self.optimizer.state_dict()
-        for index, state in optim["state"].items():
-            for key, value in state.items():
-                tensors[f"optimizer/{index}/{key}"] = torch.as_tensor(value)
-        np_state = np.random.get_state()
-        tensors["rng/torch"] = torch.get_rng_state()
-        tensors["rng/numpy"] = torch.from_numpy(np_state[1].astype(np.int64))
-        if torch.cuda.is_available():
-            tensors["rng/cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        header = {
-            "format": CHECKPOINT_FORMAT, "step": self.step, "train_config": self.config.to_dict(),
-            "model_config": self.model.config.to_dict() if hasattr(self.model, "config") else None,
-            "optimizer_groups": optim["param_groups"], "data": self.batches.state_dict(),
-            "scaler": self.scaler.state_dict() if self.scaler else None, "history": self.history,
-            "python_rng": random.getstate(), "numpy_rng": [np_state[0], *map(_plain, np_state[2:])],
-        }
-        return write_safetensors(tensors, path, metadata={"minillm_trainer": json.dumps(header)})
+        """Everything needed to continue exactly, in one safetensors file
+        (atomic; written by rank 0 only when distributed)."""
+        if _distributed()[0] != 0:
+            return Path(path)
+        if not hasattr(self.batches, "state_dict"):
+            raise TypeError(f"cannot checkpoint: the batches ({type(self.batches).__name__}) "
+                            f"have no state_dict(), so a resumed run could not continue the data")
+        return save_training_state(
+            path, self.model, self.optimizer, step=self.step, train_config=self.config.to_dict(),
+            data_state=self.batches.state_dict(), history=self.history,
+            scaler_state=self.scaler.state_dict() if self.scaler else None)
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a ``save_checkpoint`` file; CheckpointError says what is wrong."""
-        path = Path(path)
-        tensors = read_safetensors(path)
-        header = _read_header(path)
-        if header.get("format") != CHECKPOINT_FORMAT:
-            raise CheckpointError(f"{path} is not a trainer checkpoint ({CHECKPOINT_FORMAT}); "
-                                  f"its format is {header.get('format')!r}")
-        mine = self.model.config.to_dict() if hasattr(self.model, "config") else None
-        if header["model_config"] != mine:
-            theirs = header["model_config"] or {}
-            changed = sorted(k for k in set(theirs) | set(mine or {}) if theirs.get(k) != (mine or {}).get(k))
-            raise CheckpointError(f"{path} was written for another model config: " + ", ".join(
-                f"{k} is {theirs.get(k)!r} in the checkpoint but {(mine or {}).get(k)!r} here" for k in changed))
-        model_state = {k[len("model/"):]: v for k, v in tensors.items() if k.startswith("model/")}
-        try:
-            check_state_dict(self.model, model_state)
-        except CheckpointError as error:
-            raise CheckpointError(f"{path}: {error}") from None
-        self.model.load_state_dict(model_state, strict=False)
-        optim_state: dict[int, dict] = {}
-        for key, value in tensors.items():
-            if key.startswith("optimizer/"):
-                _, index, name = key.split("/")
-                optim_state.setdefault(int(index), {})[name] = value
-        try:
-            self.optimizer.load_state_dict({"state": optim_state, "param_groups": header["optimizer_groups"]})
-            self.batches.load_state_dict(header["data"])
-        except (ValueError, KeyError) as error:
-            raise CheckpointError(f"{path} does not fit this run: {error}") from None
-        if self.scaler and header["scaler"]:
-            self.scaler.load_state_dict(header["scaler"])
-        self.step, self.history = header["step"], header["history"]
-        random.setstate(_tuples(header["python_rng"]))
-        np.random.set_state((header["numpy_rng"][0], tensors["rng/numpy"].numpy().astype(np.uint32),
-                             *header["numpy_rng"][1:]))
-        torch.set_rng_state(tensors["rng/torch"])
-        if "rng/cuda" in tensors and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(list(tensors["rng/cuda"]))
-
-
-def _read_header(path: Path) -> dict:
-    from minillm.checkpoint import read_metadata
-
-    meta = read_metadata(path)
-    if "minillm_trainer" not in meta:
-        raise CheckpointError(f"{path} holds no trainer state (is it a model-only file from save_model?)")
-    try:
-        return json.loads(meta["minillm_trainer"])
-    except json.JSONDecodeError as error:
-        raise CheckpointError(f"{path} has a corrupt trainer header: {error}") from None
-
-
-def _plain(x):
-    """NumPy scalars -> Python numbers (for JSON)."""
-    return x.item() if hasattr(x, "item") else x
-
-
-def _tuples(x):
-    """JSON turned random.getstate()'s tuples into lists; turn them back."""
-    return tuple(_tuples(v) for v in x) if isinstance(x, list) else x
+        state = load_training_state(path, self.model, self.optimizer, data=self.batches)
+        if self.scaler and state["scaler"]:
+            self.scaler.load_state_dict(state["scaler"])
+        self.step, self.history = state["step"], state["history"]

@@ -10,9 +10,19 @@ from hypothesis import strategies as st
 from minillm.config import ModelConfig
 from minillm.generate import (
     apply_temperature, beam_search, distinct_n, generate, process_logits, repeated_ngram_fraction,
-    repetition_penalty, sequence_log_prob, top_k_filter, top_p_filter,
+    repetition_penalty, top_k_filter, top_p_filter,
 )
-from minillm.model import Transformer, greedy_decode
+from minillm.loss import sequence_log_prob
+from minillm.model import Transformer
+
+
+@torch.no_grad()
+def greedy_decode(model, input_ids, max_new_tokens):
+    """Reference: append the argmax token n times, re-reading everything (no cache)."""
+    ids = input_ids
+    for _ in range(max_new_tokens):
+        ids = torch.cat((ids, model(ids)[:, -1].argmax(-1, keepdim=True)), dim=1)
+    return ids
 
 INF = math.inf
 

@@ -36,19 +36,19 @@ def test_formula_equals_saved_tensor_bytes(batch, seq, attention):
     x = torch.randint(0, config.vocab_size, (batch, seq))
     backend = SDPBackend.FLASH_ATTENTION if attention == "flash" else SDPBackend.MATH
     with sdpa_kernel(backend):
-        _, measured = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+        _, measured = saved_tensor_bytes(lambda: model(x, labels=x)[1], exclude=model.parameters())
     assert measured == activation_bytes(config, batch, seq, attention)["total"]
 
 
 def test_checkpointing_keeps_block_inputs_and_same_gradients():
     config, model = _model()
     x = torch.randint(0, config.vocab_size, (2, 32))
-    loss, plain = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+    loss, plain = saved_tensor_bytes(lambda: model(x, labels=x)[1], exclude=model.parameters())
     loss.backward()
     grads = [p.grad.clone() for p in model.parameters()]
     model.zero_grad()
     with gradient_checkpointing(model):
-        loss2, ckpt = saved_tensor_bytes(lambda: model.loss(x), exclude=model.parameters())
+        loss2, ckpt = saved_tensor_bytes(lambda: model(x, labels=x)[1], exclude=model.parameters())
         loss2.backward()
         with pytest.raises(RuntimeError, match="already active"):
             with gradient_checkpointing(model):
@@ -91,5 +91,5 @@ def test_peak_memory_on_cuda():
     config, model = _model()
     model = model.cuda()
     x = torch.randint(0, config.vocab_size, (4, 64), device="cuda")
-    _, peak = peak_memory_bytes(lambda: model.loss(x), "cuda")
+    _, peak = peak_memory_bytes(lambda: model(x, labels=x)[1], "cuda")
     assert peak > 0

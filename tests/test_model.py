@@ -9,7 +9,7 @@ from minillm.attention import repeat_kv
 from minillm.checkpoint import CheckpointError, check_state_dict, load_model, load_weights, save_model
 from minillm.config import ModelConfig, count_parameters, flops_per_token, parameter_breakdown
 from minillm.model import (
-    IGNORE_INDEX, MLP_CLASSES, RMSNorm, Transformer, build_attention_mask, build_mlp, greedy_decode, lm_loss,
+    IGNORE_INDEX, MLP_CLASSES, RMSNorm, Transformer, build_attention_mask, build_mlp, lm_loss,
 )
 
 
@@ -185,7 +185,7 @@ def test_loss_shifts_labels_once_and_ignores_minus_100():
     ids = torch.randint(0, 97, (2, 6))
     logits = model(ids)
     manual = F.cross_entropy(logits[:, :-1].reshape(-1, 97), ids[:, 1:].reshape(-1))
-    torch.testing.assert_close(model.loss(ids), manual)
+    torch.testing.assert_close(model(ids, labels=ids)[1], manual)
     labels = ids.clone()
     labels[:, :3] = IGNORE_INDEX  # a prompt: its tokens are never targets
     manual = F.cross_entropy(logits[:, 2:-1].reshape(-1, 97), ids[:, 3:].reshape(-1))
@@ -193,7 +193,15 @@ def test_loss_shifts_labels_once_and_ignores_minus_100():
     mask = torch.ones_like(ids)
     mask[:, -2:] = 0
     padded = F.cross_entropy(model(ids, attention_mask=mask)[:, :3].reshape(-1, 97), ids[:, 1:4].reshape(-1))
-    torch.testing.assert_close(model.loss(ids, attention_mask=mask), padded)
+    labels = ids.masked_fill(mask == 0, IGNORE_INDEX)
+    torch.testing.assert_close(model(ids, labels=labels, attention_mask=mask)[1], padded)
+    per_token = model(ids, labels=labels, attention_mask=mask, reduction="none")[1]
+    assert per_token.shape == (2, 6) and torch.all(per_token[:, 3:] == 0)
+    torch.testing.assert_close(per_token.sum() / 6, padded)
+    torch.testing.assert_close(model(ids, labels=labels, attention_mask=mask, reduction="sum")[1],
+                               per_token.sum())
+    with pytest.raises(ValueError, match="reduction"):
+        model(ids, labels=ids, reduction="avg")
 
 
 def test_tied_and_untied_heads():
@@ -232,19 +240,21 @@ def test_logits_to_keep_scores_only_the_last_positions():
     torch.testing.assert_close(model(ids, logits_to_keep=3), model(ids)[:, -3:], rtol=1e-12, atol=1e-12)
 
 
-def test_greedy_decode_with_and_without_cache():
+def test_greedy_with_and_without_cache():
+    from minillm.generate import greedy
+
     model = make_model()
     prompt = torch.randint(0, 97, (2, 4))
-    with_cache = greedy_decode(model, prompt, 10)
-    assert with_cache.shape == (2, 14) and torch.equal(with_cache[:, :4], prompt)
-    assert torch.equal(with_cache, greedy_decode(model, prompt, 10, use_cache=False))
+    with_cache = greedy(model, prompt, 10)
+    assert with_cache.shape == (2, 10)
+    assert torch.equal(with_cache, greedy(model, prompt, 10, use_cache=False))
 
 
 def test_bf16_autocast_trains():
     model = make_model(dtype=torch.float32).train()
     ids = torch.randint(0, 97, (2, 16))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        loss = model.loss(ids)
+        _, loss = model(ids, labels=ids)
     loss.backward()
     assert torch.isfinite(loss) and model.embed.weight.grad is not None
 

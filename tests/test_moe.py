@@ -1,4 +1,5 @@
 """minillm.moe: routing, dispatch, capacity, balancing, and the MoE transformer."""
+import dataclasses
 import math
 
 import pytest
@@ -6,16 +7,18 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.config import ModelConfig, active_parameters, count_parameters, flops_per_token, parameter_breakdown
+from minillm.config import MoEConfig, ModelConfig, active_parameters, count_parameters, flops_per_token, parameter_breakdown
 from minillm.model import SwiGLU, Transformer
 from minillm.moe import (MoE, aux_loss, balance_loss, expert_capacity, expert_load, load_imbalance, moe_layers,
                          route, update_router_biases)
 
 
 def moe_config(**overrides):
-    base = dict(vocab_size=64, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_seq_len=16, mlp="moe",
-                n_experts=4, experts_top_k=2)
-    return ModelConfig(**{**base, **overrides})
+    base = dict(vocab_size=64, d_model=16, n_layers=2, n_heads=2, d_ff=32, max_seq_len=16)
+    moe_fields = {f.name for f in dataclasses.fields(MoEConfig)}
+    moe = {"n_experts": 4, "experts_top_k": 2, **{k: v for k, v in overrides.items() if k in moe_fields}}
+    rest = {k: v for k, v in overrides.items() if k not in moe_fields}
+    return ModelConfig(**{**base, **rest}, moe=MoEConfig(**moe))
 
 
 def random_layer(seed=0, **overrides):
@@ -60,7 +63,7 @@ def test_dispatch_equals_brute_force(overrides):
 
 def test_one_expert_is_a_dense_swiglu():
     layer = random_layer(n_experts=1, experts_top_k=1)
-    dense = SwiGLU(moe_config(mlp="swiglu"))
+    dense = SwiGLU(moe_config().replace(moe=None))
     dense.load_state_dict(layer.experts[0].state_dict())
     x = torch.randn(2, 6, 16)
     torch.testing.assert_close(layer(x), dense(x))
@@ -140,10 +143,10 @@ def test_parameter_counts_match_numel():
     cfg = moe_config(n_experts=8, experts_top_k=2, expert_d_ff=8)
     per_expert = 3 * 16 * 8
     assert count_parameters(cfg) - active_parameters(cfg) == cfg.n_layers * 6 * per_expert
-    dense = moe_config(mlp="swiglu")
+    dense = moe_config().replace(moe=None)
     assert active_parameters(dense) == count_parameters(dense)
     assert parameter_breakdown(cfg, active=True)["mlp"] < parameter_breakdown(cfg)["mlp"]
-    assert flops_per_token(cfg) < flops_per_token(cfg.replace(experts_top_k=8))
+    assert flops_per_token(cfg) < flops_per_token(cfg.replace(moe=cfg.moe.replace(experts_top_k=8)))
 
 
 def test_config_validation_and_dict_round_trip():
@@ -155,10 +158,10 @@ def test_config_validation_and_dict_round_trip():
         moe_config(capacity_factor=0)
     with pytest.raises(ValueError, match="n_shared_experts"):
         moe_config(n_shared_experts=-1)
-    with pytest.raises(ValueError, match="mlp='moe'"):
-        MoE(moe_config(mlp="swiglu"))
+    with pytest.raises(ValueError, match="moe=MoEConfig"):
+        MoE(ModelConfig.preset("tiny"))
     dense = ModelConfig.preset("tiny")
-    assert "n_experts" not in dense.to_dict()  # dense configs (and zoo hashes) unchanged
+    assert "moe" not in dense.to_dict() and "moe" not in repr(dense)  # dense configs read as before
     cfg = moe_config(n_shared_experts=1, capacity_factor=1.25, router_balance="aux")
     assert ModelConfig.from_dict(cfg.to_dict()) == cfg
 
@@ -167,8 +170,8 @@ def test_gradients_reach_router_and_experts_and_aux_loss_is_added():
     torch.manual_seed(0)
     model = Transformer(moe_config(router_balance="aux", aux_loss_weight=0.5, n_shared_experts=1))
     x = torch.randint(0, 64, (2, 12))
-    loss = model.loss(x)
-    from minillm.model import lm_loss
+    _, loss = model(x, labels=x)
+    from minillm.loss import lm_loss
     torch.testing.assert_close(loss, lm_loss(model(x), x) + 0.5 * aux_loss(model))
     loss.backward()
     layer = moe_layers(model)[0]
@@ -189,6 +192,24 @@ def test_trains_with_trainer_and_bias_updates():
     history = trainer.fit(on_step=lambda t, r: update_router_biases(t.model))
     assert len(history) == 6 and all(math.isfinite(r["loss"]) for r in history)
     assert all(m.router_bias.abs().sum() > 0 for m in moe_layers(model))
+
+
+def test_router_bias_callback_equals_updating_by_hand():
+    from minillm.moe import RouterBiasUpdate
+    from minillm.train import TrainConfig, Trainer
+
+    data = torch.randint(0, 64, (32, 16))
+    models = []
+    for by_hand in (True, False):
+        torch.manual_seed(0)
+        model = Transformer(moe_config(router_balance="bias", bias_update_rate=0.01))
+        callbacks = [] if by_hand else [RouterBiasUpdate()]
+        trainer = Trainer(model, TrainConfig(steps=4, batch_size=8, warmup_steps=1, eval_every=0),
+                          (data, data), callbacks=callbacks, progress=False)
+        trainer.fit(on_step=(lambda t, r: update_router_biases(t.model)) if by_hand else None)
+        models.append(model)
+    for a, b in zip(*(moe_layers(m) for m in models)):
+        assert torch.equal(a.router_bias, b.router_bias) and a.router_bias.abs().sum() > 0
 
 
 def test_matches_hf_mixtral_sparse_moe_block():

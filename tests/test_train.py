@@ -11,8 +11,9 @@ import torch
 
 from minillm import ROOT
 from minillm.checkpoint import CheckpointError, save_model
-from minillm.model import IGNORE_INDEX
-from minillm.train import TrainConfig, evaluate_loss, lr_at, param_groups, split_decay
+from minillm.evals import dataset_loss as evaluate_loss
+from minillm.loss import IGNORE_INDEX
+from minillm.train import TrainConfig, lr_at, param_groups, split_decay
 
 # A self-contained recipe: run here with exec() and in a subprocess that is killed.
 RECIPE = '''
@@ -141,7 +142,7 @@ def test_evaluate_loss_is_the_token_weighted_mean():
     x, y = t.val
     y = y.clone()
     y[0, 3:] = IGNORE_INDEX
-    want = t.model.loss(x, y).item()  # one batch: lm_loss's own token mean
+    want = t.model(x, labels=y)[1].item()  # one batch: lm_loss's own token mean
     assert evaluate_loss(t.model, x, y, batch_size=3) == pytest.approx(want, rel=1e-5)
 
 
@@ -242,17 +243,19 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 def test_trainer_applies_moe_balancing():
     """router_balance="aux": the balance loss is part of the trained loss (so the
     router gets its gradient); "bias": the router biases move after each step."""
-    from minillm.config import ModelConfig
+    from minillm.config import ModelConfig, MoEConfig
     from minillm.model import Transformer
+    from minillm.moe import RouterBiasUpdate
     from minillm.train import Trainer
 
-    base = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=16, mlp="moe",
-                n_experts=4, experts_top_k=2, expert_d_ff=16)
+    base = dict(vocab_size=32, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_seq_len=16)
+    moe = MoEConfig(n_experts=4, experts_top_k=2, expert_d_ff=16)
     x = torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(0))
     routers = {}
     for weight in (0.0, 1.0):
         torch.manual_seed(0)
-        model = Transformer(ModelConfig(**base, router_balance="aux", aux_loss_weight=weight))
+        model = Transformer(ModelConfig(**base, moe=moe.replace(router_balance="aux",
+                                                                 aux_loss_weight=weight)))
         record = Trainer(model, TrainConfig(steps=1, batch_size=4, warmup_steps=0, eval_every=0),
                          (x, x.clone()), progress=False).train_step()
         routers[weight] = [p.detach().clone() for n, p in model.named_parameters() if "router" in n]
@@ -261,8 +264,8 @@ def test_trainer_applies_moe_balancing():
             assert record["loss"] > 0 and float(aux_loss(model).detach()) > 0
     assert any(not torch.equal(a, b) for a, b in zip(routers[0.0], routers[1.0]))
     torch.manual_seed(0)
-    model = Transformer(ModelConfig(**base, router_balance="bias"))
+    model = Transformer(ModelConfig(**base, moe=moe.replace(router_balance="bias")))
     Trainer(model, TrainConfig(steps=2, batch_size=4, warmup_steps=0, eval_every=0), (x, x.clone()),
-            progress=False).fit()
+            callbacks=[RouterBiasUpdate()], progress=False).fit()
     biases = [b for n, b in model.named_buffers() if "router_bias" in n]
     assert biases and any(b.abs().sum() > 0 for b in biases)

@@ -1,4 +1,5 @@
-"""Tests of minillm.zoo: train once, cache, share between processes, probe."""
+"""Tests of minillm.pipeline, minillm.cache and minillm.zoo: recipes with parents,
+train once, cache, share between processes, probe."""
 import os
 import subprocess
 import sys
@@ -6,7 +7,8 @@ import sys
 import pytest
 import torch
 
-from minillm import ROOT, zoo
+from minillm import ROOT, evals, pipeline, zoo
+from minillm.cache import cache_root
 from minillm.tinyworld import ATTRIBUTES, Person
 
 MICRO = dict(name="test-micro", model=dict(vocab_size=2048, d_model=16, n_layers=1, n_heads=2, d_ff=32,
@@ -26,9 +28,9 @@ def cache(tmp_path, monkeypatch):
 
 
 def test_cache_dir_follows_the_environment(cache, monkeypatch):
-    assert zoo.cache_dir() == cache
+    assert cache_root() / "zoo" == cache
     monkeypatch.delenv("MINILLM_CACHE")
-    assert zoo.cache_dir() == ROOT / ".cache" / "zoo"
+    assert cache_root() == ROOT / ".cache"
 
 
 def test_first_load_trains_later_loads_read_the_cache(cache, monkeypatch, capfd):
@@ -43,7 +45,7 @@ def test_first_load_trains_later_loads_read_the_cache(cache, monkeypatch, capfd)
     def no_training(*args, **kwargs):
         raise AssertionError("the cached model was trained again")
 
-    monkeypatch.setattr(zoo, "train", no_training)
+    monkeypatch.setitem(pipeline.STAGES, "pretrain", no_training)
     again, _ = zoo.load(recipe)
     for (k, a), b in zip(model.state_dict().items(), again.state_dict().values()):
         assert torch.equal(a, b), k
@@ -62,13 +64,12 @@ def test_training_is_reproducible(cache, tmp_path, monkeypatch):
 
 def test_the_weights_with_the_lowest_held_out_loss_are_kept():
     recipe = zoo.Recipe(**{**MICRO, "train": {**MICRO["train"], "steps": 4, "eval_every": 1, "lr": 0.5}})
-    evals = [(r["val_loss"], r["step"]) for r in zoo.history(recipe)]
+    scored = [(r["val_loss"], r["step"]) for r in zoo.history(recipe)]
     info = zoo.info(recipe)
-    assert len(evals) == 4 and info["chosen_step"] == min(evals)[1]
+    assert len(scored) == 4 and info["chosen_step"] == min(scored)[1]
     model, tok = zoo.load(recipe)
     _, val = zoo.corpus(recipe, tok)
-    from minillm.train import evaluate_loss
-    assert evaluate_loss(model, *val) == pytest.approx(info["chosen_val_loss"], rel=1e-5)
+    assert evals.dataset_loss(model, *val) == pytest.approx(info["chosen_val_loss"], rel=1e-5)
 
 
 def test_a_changed_recipe_gets_a_new_key():
@@ -89,12 +90,12 @@ def test_concurrent_processes_train_only_once(cache):
     outputs = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), outputs
     assert outputs[0][0] == outputs[1][0]  # the same folder
-    trained = sum(err.count("zoo: training") for _, err in outputs)
+    trained = sum(err.count("pipeline: training") for _, err in outputs)
     assert trained == 1, outputs
 
 
 def test_unknown_names_and_corpora_are_rejected():
-    with pytest.raises(ValueError, match="unknown zoo model 'gpt-5'"):
+    with pytest.raises(ValueError, match="unknown recipe 'gpt-5'"):
         zoo.load("gpt-5")
     with pytest.raises(ValueError, match="unknown corpus 'web'"):
         zoo.corpus(zoo.Recipe(**{**MICRO, "corpus": "web"}), None)
@@ -111,10 +112,63 @@ def test_probe_scores_greedy_completions():
     model, tok = zoo.load(recipe)
     people = [Person("Mira Tolven", "sft", "she", "Drakmere", "14 March 1987", "Brix University", "physics",
                      "Brix Labs", "Drakmere")]
-    rows = zoo.probe(model, tok, people, max_new_tokens=3)
+    rows = evals.probe(model, tok, people, max_new_tokens=3)
     assert [r["attribute"] for r in rows] == list(ATTRIBUTES)
     assert rows[0]["prompt"] == "Mira Tolven was born in" and rows[0]["gold"] == "Drakmere"
     assert all(isinstance(r["completion"], str) and r["correct"] in (True, False) for r in rows)
     fake = [{"attribute": "a", "correct": True}, {"attribute": "a", "correct": False},
             {"attribute": "b", "correct": True}]
-    assert zoo.attribute_accuracy(fake) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
+    assert evals.attribute_accuracy(fake) == {"a": 0.5, "b": 1.0, "all": 2 / 3}
+
+
+def test_a_stage_starts_from_its_parent_and_inherits_its_key(monkeypatch):
+    """A later stage's key contains its parent's: change the parent, retrain the child."""
+    parent = zoo.Recipe(**MICRO)
+    monkeypatch.setitem(pipeline.RECIPES, parent.name, parent)
+    child = pipeline.Recipe(name="test-child", stage="sft", parent=parent.name, model=None,
+                            train=MICRO["train"], data=())
+    key = child.key()
+    monkeypatch.setitem(pipeline.RECIPES, parent.name, zoo.Recipe(**{**MICRO, "block_size": 16}))
+    assert child.key() != key
+    assert [r.name for r in pipeline.lineage(child)] == [parent.name, "test-child"]
+    with pytest.raises(ValueError, match="must have a parent"):
+        pipeline.Recipe(name="orphan", stage="dpo", model=None, train={})
+    with pytest.raises(ValueError, match="unknown stage 'rlhf'"):
+        pipeline.Recipe(name="odd", stage="rlhf", parent=parent.name, model=None, train={})
+    with pytest.raises(ValueError, match="inherits its model config"):
+        child.model_config()
+
+
+def test_adding_a_release_file_keeps_every_key():
+    """Keys hash only the files a recipe reads, so new data retrains nothing."""
+    recipe = zoo.Recipe(**MICRO)
+    assert pipeline.input_digest(recipe.data) != pipeline.input_digest(("pretrain",))
+    assert pipeline.input_digest(recipe.data) == pipeline.input_digest(("pretrain", "pretrain_val"))
+
+
+def test_an_interrupted_stage_resumes_from_its_work_folder(cache, monkeypatch):
+    """Kill the first build after its step-2 checkpoint; the second build continues it
+    and ends with the same weights as an uninterrupted build."""
+    recipe = zoo.Recipe(**{**MICRO, "train": {**MICRO["train"], "steps": 4, "eval_every": 2}})
+    uninterrupted, _ = zoo.load(recipe)
+    monkeypatch.setenv("MINILLM_CACHE", str(cache.parent / "second"))
+    from minillm import train as train_module
+
+    real_fit = train_module.Trainer.fit
+
+    def dies_after_two_steps(self, on_step=None):
+        def stop(trainer, record):
+            if trainer.step == 2:
+                raise KeyboardInterrupt
+        return real_fit(self, on_step=stop)
+
+    monkeypatch.setattr(train_module.Trainer, "fit", dies_after_two_steps)
+    with pytest.raises(KeyboardInterrupt):
+        zoo.load(recipe)
+    monkeypatch.setattr(train_module.Trainer, "fit", real_fit)
+    work = cache.parent / "second" / "zoo" / f"test-micro-{recipe.key()}.work"
+    assert (work / "partial.safetensors").exists()
+    resumed, _ = zoo.load(recipe)
+    assert [r["step"] for r in zoo.history(recipe)] == [1, 2, 3, 4] and not work.exists()
+    for (k, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), k
