@@ -25,6 +25,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -107,6 +108,53 @@ def main(argv=None) -> None:
              "history": history}, indent=1))
     if distributed:
         dist.destroy_process_group()
+
+
+def no_sync_demo(config: dict, micro_batches: int = 4, batch_size: int = 4, seq_len: int = 32,
+                 bucket_cap_mb: float = 0.1, seed: int = 0) -> dict:
+    """On every rank: accumulate gradients over ``micro_batches`` with DDP, once
+    all-reducing after every backward and once inside ``no_sync()`` for all but
+    the last; count the buckets DDP all-reduces (a communication hook) and
+    compare the final gradients with each other and with the gradient of the
+    whole global batch computed in one process.
+    """
+    from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from minillm.config import ModelConfig
+    from minillm.model import Transformer, lm_loss
+
+    rank, N = dist.get_rank(), dist.get_world_size()
+    cfg = ModelConfig(**config)
+    g = torch.Generator().manual_seed(seed)
+    batches = torch.randint(cfg.vocab_size, (micro_batches, batch_size * N, seq_len), generator=g)
+
+    def grads(model) -> torch.Tensor:
+        return torch.cat([p.grad.reshape(-1) for p in model.parameters()])
+
+    torch.manual_seed(seed)
+    single = Transformer(cfg)  # one process, the whole global batch
+    for x in batches:
+        (lm_loss(single(x), x) / micro_batches).backward()
+    out = {"rank": rank, "n_params": sum(p.numel() for p in single.parameters())}
+    for mode in ("sync every micro-batch", "no_sync until the last"):
+        torch.manual_seed(seed)
+        model = DDP(Transformer(cfg), bucket_cap_mb=bucket_cap_mb)
+        count = {"all-reduces": 0, "bytes": 0}
+
+        def hook(state, bucket):  # runs once per bucket that DDP all-reduces
+            state["all-reduces"] += 1
+            state["bytes"] += bucket.buffer().numel() * bucket.buffer().element_size()
+            return allreduce_hook(None, bucket)
+
+        model.register_comm_hook(count, hook)
+        for i, x in enumerate(batches):
+            local = x.chunk(N)[rank]
+            last = i == micro_batches - 1
+            with model.no_sync() if mode.startswith("no_sync") and not last else nullcontext():
+                (lm_loss(model(local), local) / micro_batches).backward()
+        out[mode] = {**count, "max_diff_vs_one_process": (grads(model.module) - grads(single)).abs().max().item()}
+    return out
 
 
 def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 300.0,
