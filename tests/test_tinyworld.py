@@ -261,7 +261,7 @@ def test_reasoning_traces_are_correct_and_well_formed():
         assert form.fullmatch(r["trace"]), r["trace"]
         assert isinstance(r["answer"], int) and tw.parse_answer(r["trace"]) == r["answer"]
         steps = step.findall(r["trace"])
-        assert 1 <= len(steps) <= 3
+        assert 1 <= len(steps) <= 4
         for a, op, b, c in steps:
             assert eval(f"{a} {op.replace('/', '//')} {b}") == int(c), r["trace"]
             assert op != "/" or int(a) % int(b) == 0
