@@ -16,7 +16,7 @@ This module is the front door: loaders, the release writer, the command line,
 and the helpers later chapters use (re-exported). The parts, each short:
 ``world`` (config, inventories, people), ``bios``
 (biographies, completion probes), ``tasks`` (questions, answers,
-DPO pairs), ``reasoning`` (arithmetic word problems).
+DPO pairs), ``reasoning`` (addition chains with worked traces).
 
 People and splits (``Person.split``):
     ``sft``           biographies in pretraining AND questions in SFT
