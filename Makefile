@@ -68,8 +68,10 @@ check: $(TEST_ENV)
 nbval: $(TEST_ENV)
 	$(PYTEST) chapters/ $(NBVAL_FLAGS) -n $(WORKERS) --dist loadfile --durations=10
 
-# The student edition: solutions replaced by `raise NotImplementedError`.
-student: $(TEST_ENV)
+# The student edition (solutions replaced by `raise NotImplementedError`, with
+# nbgrader metadata) in student/, and an nbgrader course in student/nbgrader/.
+# Needs only the book environment.
+student: $(BOOK_ENV)
 	$(BIN)/python -m minillm.book student chapters student
 
 # Re-execute notebooks in place (stored outputs): make execute NB=chapters/01_*/01_*.ipynb

@@ -7,8 +7,8 @@ import nbformat
 import pytest
 
 from minillm.exercises import ExerciseNotImplemented
-from minillm.book.notebooks import (BEGIN, END, chapter_notebooks, exercise_pairs, strip_solutions, student_edition,
-                               write_student_edition)
+from minillm.book.notebooks import BEGIN, END, chapter_notebooks, exercise_pairs
+from minillm.book.student import strip_solutions, student_edition, write_student_edition
 
 
 def test_strip_solutions_keeps_the_signature_and_indentation():

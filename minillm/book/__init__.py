@@ -10,8 +10,9 @@ Nothing in the concept modules imports this subpackage. Its dependencies
 them in); nbgrader itself is needed only by the test that grades with it.
 """
 from minillm.book.notebooks import (BEGIN, END, SETUP_CELL, check_all, check_notebook, chapter_notebooks,
-                                    exercise_pairs, execute, strip_solutions, student_edition, toc_files,
-                                    write_student_edition)
+                                    exercise_pairs, execute, toc_files)
+from minillm.book.student import strip_solutions, student_edition, write_nbgrader_course, write_student_edition
 
 __all__ = ["BEGIN", "END", "SETUP_CELL", "check_all", "check_notebook", "chapter_notebooks", "exercise_pairs",
-           "execute", "strip_solutions", "student_edition", "toc_files", "write_student_edition"]
+           "execute", "strip_solutions", "student_edition", "toc_files", "write_nbgrader_course",
+           "write_student_edition"]

@@ -165,53 +165,6 @@ def check_all(root: Path = ROOT) -> list[str]:
     return problems
 
 
-# ----------------------------------------------------------------- student
-
-def strip_solutions(source: str) -> str:
-    """Replace each BEGIN/END SOLUTION region by ``raise NotImplementedError``
-    at the indentation of its BEGIN marker."""
-    out, inside = [], False
-    for line in source.splitlines():
-        stripped = line.strip()
-        if stripped == BEGIN:
-            indent = line[: len(line) - len(line.lstrip())]
-            out.append(f"{indent}raise NotImplementedError  # your code here")
-            inside = True
-        elif stripped == END:
-            inside = False
-        elif not inside:
-            out.append(line)
-    return "\n".join(out)
-
-
-def student_edition(nb):
-    """A copy of notebook ``nb`` with solutions removed and exercise outputs cleared."""
-    nb = nbformat.from_dict(nb)
-    for solution, check in exercise_pairs(nb):
-        cell = nb.cells[solution]
-        cell.source = strip_solutions(cell.source)
-        cell.outputs, cell.execution_count = [], None
-        cell.metadata["tags"] = [t for t in cell.metadata.get("tags", []) if t != "hide-input"]
-        cell.metadata.pop("mystnb", None)
-        if check is not None:  # the check cell's stored "✓ correct" would mislead
-            nb.cells[check].outputs, nb.cells[check].execution_count = [], None
-    return nb
-
-
-def write_student_edition(src: Path, dst: Path) -> list[Path]:
-    written = []
-    for nb_path in sorted(src.rglob("*.ipynb")):
-        if ".ipynb_checkpoints" in nb_path.parts:
-            continue
-        out = dst / nb_path.relative_to(src)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        nb = student_edition(nbformat.read(nb_path, as_version=4))
-        nbformat.validate(nb)
-        nbformat.write(nb, out)
-        written.append(out)
-    return written
-
-
 # ----------------------------------------------------------------- execute
 
 def execute(path: Path, timeout: int = 1200) -> None:
@@ -239,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     ma.add_argument("html", type=Path, nargs="?", default=ROOT / "_build" / "html")
     ma.add_argument("--render", nargs="*", metavar="PAGE",
                     help="also render these pages (default: a few math-heavy ones) in headless chromium")
-    st = sub.add_parser("student", help="write the student edition")
+    st = sub.add_parser("student", help="write the student edition and an nbgrader course")
     st.add_argument("src", type=Path, nargs="?", default=ROOT / "chapters")
     st.add_argument("dst", type=Path, nargs="?", default=ROOT / "student")
     args = parser.parse_args(argv)
@@ -266,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"{r.url}: {r.typeset}/{r.formulas} typeset, {r.errors} errors")
         print("\n".join(problems) or "math: no problems found")
         return 1 if problems else 0
+    from minillm.book.student import write_nbgrader_course, write_student_edition
+
     written = write_student_edition(args.src, args.dst)
-    print(f"wrote {len(written)} student notebooks under {args.dst}")
+    course = write_nbgrader_course(args.src, args.dst / "nbgrader")
+    print(f"wrote {len(written)} student notebooks under {args.dst}, and an nbgrader course with "
+          f"{len(course)} source notebooks under {args.dst / 'nbgrader'}")
     return 0
 
 
