@@ -92,3 +92,41 @@ def test_toc_lists_only_existing_pages_and_every_notebook():
     entries = notebooks.toc_files()
     assert "book/intro" in entries
     assert any(e.startswith("chapters/01_language_models/") for e in entries)
+
+
+def test_repository_url_lives_in_config_yml():
+    import yaml
+
+    from minillm import ROOT
+    url = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"]
+    assert notebooks.REPO_URL == url.rstrip("/") and url in notebooks.SETUP_CELL
+    assert url in notebooks.colab_setup_cell()
+
+
+def test_colab_setup_cell_fails_loudly(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    cell = notebooks.colab_setup_cell(str(tmp_path / "no-such-repo"))
+    assert max(len(line) for line in cell.splitlines()) <= 88
+    monkeypatch.setitem(sys.modules, "google.colab", types.ModuleType("google.colab"))
+    with pytest.raises(RuntimeError, match="Colab setup failed: git clone.*no-such-repo"):
+        exec(cell.replace("/content/minillm", str(tmp_path / "clone")), {})
+
+
+def test_checker_accepts_the_robust_setup_cell(tmp_path):
+    path = make_notebook(tmp_path, "print(1)")
+    nb = nbformat.read(path, as_version=4)
+    nb.cells[1].source = notebooks.colab_setup_cell()
+    nbformat.write(nb, path)
+    assert check_notebook(path) == []
+
+
+def test_style_notes_report_long_lines_and_printed_tables():
+    from minillm.book.widths import style_notes
+
+    long = nbformat.v4.new_code_cell("x = " + "1 + " * 30 + "1")
+    table = nbformat.v4.new_code_cell("print(df.to_string())")
+    nb = nbformat.v4.new_notebook(cells=[long, table])
+    notes = style_notes(nb)
+    assert any("over 88 columns" in n for n in notes) and any("prints a table" in n for n in notes)

@@ -22,9 +22,21 @@ import nbformat
 
 from minillm import ROOT
 
-REPO_URL = "https://github.com/minillm-book/minillm"
+def repository_url(config_path: Path = ROOT / "_config.yml") -> str:
+    """The book's repository URL: it lives in one place, ``_config.yml``
+    (``repository.url``), from which the launch buttons, the README and the
+    notebooks' setup cell derive."""
+    import yaml
 
-#: The first code cell of every notebook, character for character.
+    url = (yaml.safe_load(config_path.read_text()).get("repository") or {}).get("url")
+    if not url:
+        raise ValueError(f"{config_path}: repository.url is not set")
+    return url.rstrip("/")
+
+
+REPO_URL = repository_url()
+
+#: The first code cell of every notebook today, character for character.
 SETUP_CELL = f"""\
 # Setup: on Colab, fetch the book's code first; then seeds, plot style, device.
 import sys
@@ -34,6 +46,36 @@ if "google.colab" in sys.modules:
     sys.path.insert(0, "/content/minillm")
 import minillm
 DEVICE = minillm.setup(seed=0)"""
+
+
+def colab_setup_cell(repo_url: str | None = None) -> str:
+    """The robust setup cell that the notebook pass will stamp into every
+    notebook (replacing SETUP_CELL): on Colab it clones and installs the book
+    and stops with a clear message if either step fails, instead of the
+    confusing ``ModuleNotFoundError: minillm`` that a silent failure gave."""
+    url = (repo_url or REPO_URL).rstrip("/")
+    return f"""\
+# Setup: on Colab, fetch and install the book's code; then seeds, plots, device.
+import sys
+if "google.colab" in sys.modules:
+    import subprocess
+    REPO = "{url}"
+    steps = [["git", "clone", "--quiet", "--depth", "1", REPO, "/content/minillm"],
+             [sys.executable, "-m", "pip", "install", "-q", "-e", "/content/minillm"]]
+    for step in steps:
+        run = subprocess.run(step, capture_output=True, text=True)
+        cloned = step[0] == "git" and "already exists" in run.stderr
+        if run.returncode != 0 and not cloned:
+            raise RuntimeError(f"Colab setup failed: {{' '.join(step)}}\\n"
+                               f"{{run.stderr[-2000:]}}\\nCheck that {{REPO}} is "
+                               "reachable, then re-run this cell.")
+    sys.path.insert(0, "/content/minillm")
+import minillm
+DEVICE = minillm.setup(seed=0)"""
+
+
+#: Setup cells the checker accepts: today's, and the robust one it will become.
+ACCEPTED_SETUP_CELLS = (SETUP_CELL, colab_setup_cell())
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 #: Cell metadata that labels the HTML book's toggle over a solution.
@@ -89,7 +131,7 @@ def check_notebook(path: Path) -> list[str]:
         problems.append("uses nbval-skip / NBVAL_SKIP: every cell must be tested")
 
     code = [c for c in nb.cells if c.cell_type == "code"]
-    if not code or code[0].source != SETUP_CELL:
+    if not code or code[0].source not in ACCEPTED_SETUP_CELLS:
         problems.append("first code cell must be the standard setup cell (minillm.book.SETUP_CELL)")
     if not any(re.search(r"^\s*(import minillm|from minillm)", c.source, re.M) for c in code):
         problems.append("never imports minillm")
@@ -185,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m minillm.book", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("check", help="check every notebook against the book's conventions")
+    ck = sub.add_parser("check", help="check every notebook against the book's conventions")
+    ck.add_argument("--style", action="store_true",
+                    help="also report (not fail on) code over 88 columns and tables printed as text")
+    wi = sub.add_parser("widths", help="widest code line and output line per notebook page of the built book")
+    wi.add_argument("html", type=Path, nargs="?", default=ROOT / "_build" / "html")
     ex = sub.add_parser("execute", help="execute notebooks in place")
     ex.add_argument("notebooks", nargs="+", type=Path)
     ma = sub.add_parser("math", help="check the built book's math (assets, macros; --render: chromium)")
@@ -197,7 +243,21 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("dst", type=Path, nargs="?", default=ROOT / "student")
     args = parser.parse_args(argv)
 
+    if args.command == "widths":
+        from minillm.book.widths import measure
+
+        rows = measure(args.html)
+        print(f"{'page':<72} {'code':>5} {'output':>6} {'code>88':>7}")
+        for r in rows:
+            print(f"{r['page']:<72} {r['code']:>5} {r['output']:>6} {r['code_lines_over_88']:>7}")
+        return 0
     if args.command == "check":
+        if args.style:
+            from minillm.book.widths import style_notes
+
+            for nb_path in chapter_notebooks():
+                for note in style_notes(nbformat.read(nb_path, as_version=4)):
+                    print(f"style: {nb_path.relative_to(ROOT)}: {note}")
         problems = check_all()
         print("\n".join(problems) or f"{len(chapter_notebooks())} notebooks follow the conventions")
         return 1 if problems else 0
