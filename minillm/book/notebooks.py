@@ -230,6 +230,8 @@ def main(argv: list[str] | None = None) -> int:
     ck = sub.add_parser("check", help="check every notebook against the book's conventions")
     ck.add_argument("--style", action="store_true",
                     help="also report (not fail on) code over 88 columns and tables printed as text")
+    xi = sub.add_parser("exercises", help="write the exercise index page (book/exercises.md)")
+    xi.add_argument("out", type=Path, nargs="?", default=ROOT / "book" / "exercises.md")
     wi = sub.add_parser("widths", help="widest code line and output line per notebook page of the built book")
     wi.add_argument("html", type=Path, nargs="?", default=ROOT / "_build" / "html")
     ex = sub.add_parser("execute", help="execute notebooks in place")
@@ -243,6 +245,12 @@ def main(argv: list[str] | None = None) -> int:
     st.add_argument("dst", type=Path, nargs="?", default=ROOT / "student")
     args = parser.parse_args(argv)
 
+    if args.command == "exercises":
+        from minillm.book.student import exercise_index
+
+        args.out.write_text(exercise_index(ROOT))
+        print(f"wrote {args.out}")
+        return 0
     if args.command == "widths":
         from minillm.book.widths import measure
 
