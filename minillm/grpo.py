@@ -323,3 +323,134 @@ def _tuple_state(state):
     """random.Random state from JSON (lists back to tuples)."""
     return tuple(tuple(x) if isinstance(x, list) else x for x in state)
 
+
+
+# ----------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def evaluate(model, tokenizer, problems: list[dict], temperature: float = 0.0, seed: int = 0,
+             max_new_tokens: int = 64, batch_size: int = 200) -> list[dict]:
+    """One completion per problem (greedy at ``temperature=0``, else sampled
+    with a generator seeded by ``seed``), scored by both rewards.
+
+    Returns one row per problem: question, template, answer, completion,
+    format, accuracy (floats in {0, 1})."""
+    generator = torch.Generator().manual_seed(seed)
+    end = tokenizer.special_tokens[END]
+    was_training = model.training
+    model.eval()
+    rows = []
+    for i in range(0, len(problems), batch_size):
+        chunk = problems[i:i + batch_size]
+        prompts = [encode_prompt(p["question"], tokenizer) for p in chunk]
+        outs = generate(model, prompts, max_new_tokens, temperature=temperature, eos_id=end,
+                        generator=generator)
+        texts, finished = zip(*(decode_completion(o, tokenizer) for o in outs))
+        scores = score(texts, [p["answer"] for p in chunk], finished)
+        for p, text, f, a in zip(chunk, texts, scores["format"], scores["accuracy"]):
+            rows.append({"question": p["question"], "template": p.get("template"), "answer": p["answer"],
+                         "completion": text, "format": f, "accuracy": a})
+    model.train(was_training)
+    return rows
+
+
+def summarize(rows: list[dict]) -> dict[str, float]:
+    """Mean format and accuracy of ``evaluate``'s rows, overall and per template."""
+    out = {"format": sum(r["format"] for r in rows) / len(rows),
+           "accuracy": sum(r["accuracy"] for r in rows) / len(rows)}
+    for template in sorted({r["template"] for r in rows if r["template"] is not None}):
+        mine = [r for r in rows if r["template"] == template]
+        out[f"accuracy/{template}"] = sum(r["accuracy"] for r in mine) / len(mine)
+    return out
+
+
+# ----------------------------------------------------------------- cold start
+
+def cold_start_data(problems: list[dict], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFT rows for the worked traces: (input_ids, labels) [N, T], one problem
+    per row, right-padded; labels are IGNORE_INDEX on the prompt and padding,
+    so the loss covers exactly what the model must write (trace + ``<|end|>``)."""
+    pad = tokenizer.special_tokens["<|pad|>"]
+    rows = [(encode_prompt(p["question"], tokenizer), encode_completion(p["trace"], tokenizer))
+            for p in problems]
+    t = max(len(a) + len(b) for a, b in rows)
+    ids = torch.full((len(rows), t), pad, dtype=torch.long)
+    labels = torch.full((len(rows), t), IGNORE_INDEX, dtype=torch.long)
+    for i, (prompt, completion) in enumerate(rows):
+        ids[i, :len(prompt) + len(completion)] = torch.tensor(prompt + completion)
+        labels[i, len(prompt):len(prompt) + len(completion)] = torch.tensor(completion)
+    return ids, labels
+
+
+def tag_weighted_loss(tokenizer, tag_weight: float):
+    """A ``Trainer`` loss_fn: the SFT loss with each tag token's loss weighted
+    ``tag_weight`` times (a weighted mean; 1.0 is the plain SFT loss)."""
+    tags = torch.tensor([tokenizer.special_tokens[t] for t in TAGS])
+
+    def loss_fn(model, batch):
+        input_ids, labels = batch[:2]
+        _, losses = model(input_ids, labels=labels, reduction="none")  # [B, T]; t scores t + 1
+        targets = torch.nn.functional.pad(labels, (0, 1), value=IGNORE_INDEX)[:, 1:]
+        weights = (targets != IGNORE_INDEX).float()
+        weights = torch.where(torch.isin(targets, tags.to(targets.device)), weights * tag_weight, weights)
+        return (losses * weights).sum() / weights.sum().clamp(min=1.0)
+
+    return loss_fn
+
+
+# ----------------------------------------------------------------- pipeline stages
+
+def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, device: str) -> dict:
+    """Pipeline stage: SFT of the parent on TinyWorld's worked traces
+    (``reasoning_train``), loss on the completion only; ``options["tag_weight"]``
+    weighs the tag tokens' loss (default 1)."""
+    import json
+
+    from minillm import tinyworld
+    from minillm.checkpoint import load_model, save_model
+    from minillm.pipeline import one_thread_on_cpu
+    from minillm.tokenizer import load_book_tokenizer
+    from minillm.train import Trainer
+
+    tokenizer = load_book_tokenizer()
+    model = load_model(parent / "model.safetensors").to(device)
+    data = cold_start_data(tinyworld.load("reasoning_train"), tokenizer)
+    partial = work / "partial.safetensors"
+    trainer = Trainer(model, recipe.train_config(), data, checkpoint_path=partial, progress=verbose,
+                      loss_fn=tag_weighted_loss(tokenizer, recipe.options.get("tag_weight", 1.0)))
+    if partial.exists():
+        trainer.load_checkpoint(partial)
+    with one_thread_on_cpu(device):
+        history = trainer.fit()
+    save_model(model, out / "model.safetensors")
+    (out / "history.json").write_text(json.dumps(history))
+    return {"final_loss": history[-1]["loss"]}
+
+
+def run_grpo(recipe, parent: Path, out: Path, work: Path, verbose: bool, device: str) -> dict:
+    """Pipeline stage: GRPO of the parent on ``reasoning_train`` with
+    ``GRPOConfig(**recipe.options)``; resumes from its checkpoint in ``work``."""
+    import json
+
+    from minillm import tinyworld
+    from minillm.checkpoint import load_model, save_model
+    from minillm.pipeline import one_thread_on_cpu
+    from minillm.tokenizer import load_book_tokenizer
+
+    tokenizer = load_book_tokenizer()
+    model = load_model(parent / "model.safetensors").to(device)
+    config = GRPOConfig(**recipe.options)
+    reference = load_model(parent / "model.safetensors").to(device) if config.beta else None
+
+    def report(step, record):
+        if verbose:
+            print(f"grpo step {step}: reward {record['reward']:.2f} accuracy {record['accuracy']:.2f} "
+                  f"zero_std {record['zero_std']:.2f}", flush=True)
+
+    with one_thread_on_cpu(device):
+        history = train_grpo(model, tokenizer, tinyworld.load("reasoning_train"), config,
+                             checkpoint_path=work / "partial.safetensors", on_step=report,
+                             reference=reference)
+    save_model(model, out / "model.safetensors")
+    (out / "history.json").write_text(json.dumps(history))
+    return {"grpo_seconds": round(sum(r["seconds"] for r in history), 1)}
