@@ -157,6 +157,44 @@ def no_sync_demo(config: dict, micro_batches: int = 4, batch_size: int = 4, seq_
     return out
 
 
+def throughput(config: dict, steps: int = 30, batch_size: int = 16, seq_len: int = 64,
+               warmup: int = 5) -> dict:
+    """On every rank (or alone, world size 1): time ``steps`` AdamW steps of a
+    DDP model on this rank's share of global batches of ``batch_size``
+    sequences; returns this rank's seconds and the global tokens per second."""
+    import time
+
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    from minillm.config import ModelConfig
+    from minillm.model import Transformer
+
+    rank, N = dist.get_rank(), dist.get_world_size()
+    device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else \
+        torch.device("cpu")
+    cfg = ModelConfig(**config)
+    torch.manual_seed(0)
+    model = Transformer(cfg).to(device)
+    wrapped = DDP(model) if N > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    x = torch.randint(cfg.vocab_size, (batch_size // N, seq_len), device=device)
+    for i in range(warmup + steps):
+        if i == warmup:
+            dist.barrier()
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+        wrapped(x, labels=x)[1].backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    dist.barrier()
+    seconds = time.perf_counter() - start
+    return {"rank": rank, "world_size": N, "seconds": seconds,
+            "tokens_per_s": steps * batch_size * seq_len / seconds, "device": str(device)}
+
+
 def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 300.0,
                  check: bool = True) -> subprocess.CompletedProcess:
     """``torchrun --standalone --nproc_per_node nproc -m minillm.ddp *args``

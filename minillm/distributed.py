@@ -253,7 +253,8 @@ def collectives_demo(numels=(10, 1000, 100_000), seed: int = 0) -> dict:
     builtin = {}
     try:  # gloo has all_gather; reduce_scatter support depends on the version
         out = torch.empty(t.numel() // N)
-        dist.reduce_scatter_tensor(out, t.clone())
+        scatter = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
+        scatter(out, t.clone())
         builtin["reduce_scatter"] = out.tolist()
     except (RuntimeError, NotImplementedError, ValueError) as error:
         builtin["reduce_scatter"] = f"{type(error).__name__}: {str(error).splitlines()[0]}"

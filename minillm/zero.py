@@ -342,3 +342,9 @@ def torch_sharding_experiment(config: dict, steps: int = 5, batch_size: int = 8,
     return {"rank": rank, "n_params": sum(p.numel() for p in reference.values()), "methods": {
         name: {"max_diff": max((full[n] - reference[n]).abs().max().item() for n in reference),
                "memory": mem} for name, (full, mem) in methods.items()}}
+
+
+def sharding_experiments(config: dict, **kwargs) -> dict:
+    """``zero_experiment`` and ``torch_sharding_experiment`` in one launch (one
+    process start-up instead of two)."""
+    return {"zero": zero_experiment(config, **kwargs), "torch": torch_sharding_experiment(config, **kwargs)}
