@@ -27,7 +27,8 @@ import torch
 
 from minillm import hf
 from minillm.config import ModelConfig, count_parameters
-from minillm.model import Transformer, greedy_decode
+from minillm.generate import greedy
+from minillm.model import Transformer
 
 
 def sync(device: str) -> None:
@@ -64,7 +65,7 @@ def train_step_fns(ours, theirs, batch, bf16, device):
 
     def step_ours():
         with torch.autocast(**amp):
-            loss = ours.loss(batch)
+            _, loss = ours(batch, labels=batch)
         loss.backward()
         opt_ours.step()
         opt_ours.zero_grad(set_to_none=True)
@@ -121,7 +122,7 @@ def main(argv=None) -> None:
         n = args.new_tokens
         for cache in (True, False):
             fns = {
-                "minillm": lambda: greedy_decode(ours, prompt, n, use_cache=cache),
+                "minillm": lambda: greedy(ours, prompt, n, use_cache=cache),
                 "hf": lambda: theirs.generate(prompt, max_new_tokens=n, min_new_tokens=n, do_sample=False,
                                               use_cache=cache, attention_mask=torch.ones_like(prompt),
                                               pad_token_id=0),

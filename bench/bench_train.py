@@ -29,11 +29,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from minillm import seed_everything, tinyworld, zoo  # noqa: E402
+from minillm import evals, seed_everything, tinyworld, zoo  # noqa: E402
 from minillm.data import Batches  # noqa: E402
-from minillm.model import Transformer, lm_loss  # noqa: E402
+from minillm.loss import lm_loss  # noqa: E402
+from minillm.model import Transformer  # noqa: E402
 from minillm.tokenizer import load_book_tokenizer  # noqa: E402
-from minillm.train import Trainer, evaluate_loss, param_groups, resolve_precision  # noqa: E402
+from minillm.train import Trainer, param_groups, resolve_precision  # noqa: E402
 
 
 def end_to_end(recipe: zoo.Recipe, device: str) -> dict:
@@ -46,15 +47,15 @@ def end_to_end(recipe: zoo.Recipe, device: str) -> dict:
         history = zoo.history(recipe)
         chosen = zoo.info(recipe)["chosen_step"]
     _, val = zoo.corpus(recipe, tok)
-    val_loss = evaluate_loss(model, *val)
+    val_loss = evals.dataset_loss(model, *val)
     people = [p for p in tinyworld.load_people() if p.known]
-    rows = zoo.probe(model, tok, people)
+    rows = evals.probe(model, tok, people)
     split_of = {p.name: p.split for p in people}
-    by_split = {split: zoo.attribute_accuracy([r for r in rows if split_of[r["person"]] == split])
+    by_split = {split: evals.attribute_accuracy([r for r in rows if split_of[r["person"]] == split])
                 for split in ("sft", "heldout")}
     tokens = history[-1]["tokens"]
     return {"folder": folder, "wall": wall, "cpu": cpu, "tokens": tokens, "val_loss": val_loss,
-            "accuracy": zoo.attribute_accuracy(rows), "by_split": by_split, "n_people": len(people),
+            "accuracy": evals.attribute_accuracy(rows), "by_split": by_split, "n_people": len(people),
             "params": sum(p.numel() for p in model.parameters()), "chosen": chosen}
 
 

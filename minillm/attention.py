@@ -1,7 +1,11 @@
 """Causal self-attention with grouped key/value heads (GQA) and a KV cache.
 
 Its own module because chapter 4 takes attention apart piece by piece; the
-model (``minillm.model``) only calls ``Attention``.
+model (``minillm.model``) only calls ``Attention``. Two neighbours compute the
+same thing differently: ``minillm.flash`` gets the same outputs tile by tile
+without ever forming the [T, S] score matrix (FlashAttention, written to be
+read, not to be fast), and ``minillm.attention_viz`` recomputes and draws the
+weight matrices that this module's fused kernel (SDPA) never shows.
 
 Shapes: B batch, T new tokens, S = past + T positions attended to, H query
 heads, K key/value heads (H = K * groups), D head_dim, d_model = H * D.

@@ -1,7 +1,9 @@
 """Pictures of attention: heatmaps of weight matrices and an interactive explorer.
 
 Chapter 4 draws many [queries x keys] weight matrices; these helpers keep the
-notebooks about attention rather than about matplotlib. The explorer needs
+notebooks about attention rather than about matplotlib. What it adds over
+``minillm.attention``: the weights themselves, which the model's fused kernel
+computes and throws away. The explorer needs
 ``ipywidgets`` (imported only when it is built).
 """
 from __future__ import annotations

@@ -1,5 +1,9 @@
 """FlashAttention's two ideas in plain PyTorch: tiling and the online softmax.
 
+What it adds over ``minillm.attention`` (which calls PyTorch's fused kernel):
+the algorithm inside such a kernel, in a loop you can step through, checked to
+give the same outputs.
+
 Standard attention writes the whole score matrix S = Q K^T / sqrt(D), [T, T]
 per head, to memory, reads it back for the softmax, writes P, reads it again
 for P V. FlashAttention (Dao et al. 2022) never forms S: it walks over blocks

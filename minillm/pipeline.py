@@ -35,7 +35,6 @@ import math
 import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +46,7 @@ from minillm.checkpoint import load_weights, save_model
 from minillm.config import ModelConfig
 from minillm.data import pack_texts
 from minillm.model import Transformer
-from minillm.train import TrainConfig, Trainer
+from minillm.train import TrainConfig, Trainer, one_thread_on_cpu
 
 #: Bump when the code that turns a recipe into weights changes meaning.
 PIPELINE_VERSION = 2
@@ -215,8 +214,13 @@ def corpus(recipe: Recipe, tokenizer) -> tuple[tuple[torch.Tensor, torch.Tensor]
     def texts(split):
         return [record["text"] for record in tinyworld.load(split)]
 
-    return (pack_texts(texts(train_file), tokenizer, recipe.block_size, recipe.shuffle_seed),
-            pack_texts(texts(val_file), tokenizer, recipe.block_size))
+    val = pack_texts(texts(val_file), tokenizer, recipe.block_size)
+    if len(recipe.data) > 2:  # mixed training: more documents, and chats (assistant-only loss)
+        from minillm.sft import mixed_blocks
+
+        records = [r for name in (train_file, *recipe.data[2:]) for r in tinyworld.load(name)]
+        return mixed_blocks(records, tokenizer, recipe.block_size, recipe.shuffle_seed), val
+    return pack_texts(texts(train_file), tokenizer, recipe.block_size, recipe.shuffle_seed), val
 
 
 class KeepBest:
@@ -259,24 +263,30 @@ def run_pretrain(recipe: Recipe, parent: Path | None, out: Path, work: Path, ver
     return {"chosen_step": chosen["step"], "chosen_val_loss": chosen["val_loss"]}
 
 
+def run_sft(recipe: Recipe, parent: Path | None, out: Path, work: Path, verbose: bool,
+            device: str) -> dict:
+    """Fine-tune the parent on chat examples (``minillm.sft.train_sft``):
+    ``data`` = (training chats, dev chats); early stopping on dev accuracy."""
+    from minillm import tinyworld
+    from minillm.checkpoint import load_model
+    from minillm.sft import train_sft
+    from minillm.tokenizer import load_book_tokenizer
+
+    train_file, dev_file = recipe.data[:2]
+    model = load_model(parent / "model.safetensors").to(device)
+    seed_everything(recipe.train_config().seed)
+    with one_thread_on_cpu(device):
+        history, facts = train_sft(model, load_book_tokenizer(), tinyworld.load(train_file),
+                                   tinyworld.load(dev_file), recipe.train_config(),
+                                   block_size=recipe.block_size, work=work, progress=verbose,
+                                   **recipe.options)
+    save_model(model, out / "model.safetensors")
+    (out / "history.json").write_text(json.dumps(history))
+    return facts
+
+
 #: stage name -> the function that trains it (see the module docstring).
-STAGES = {"pretrain": run_pretrain}
-
-
-@contextmanager
-def one_thread_on_cpu(device: str):
-    """Train on one CPU thread. The book model's matrices are small, so a
-    second thread buys little on an idle machine, and on a busy one (parallel
-    notebook workers) threads wait on each other: we measured 2 threads 2.6x
-    slower than 1 there. One thread also makes the weights independent of the
-    machine's core count."""
-    threads = torch.get_num_threads()
-    if torch.device(device).type == "cpu":
-        torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+STAGES = {"pretrain": run_pretrain, "sft": run_sft}
 
 
 def _say(message: str) -> None:

@@ -9,7 +9,9 @@ permuted the same way. A model learns word order only from what we add:
 * ALiBi (Press et al. 2022): no embedding at all, a penalty on attention scores
   that grows linearly with the distance between query and key.
 
-This module holds the sinusoids, ALiBi, and the small tools chapter 6 uses to
+What it adds over ``minillm.rope`` (the rotation the model runs): the
+alternatives to compare it with, and the measurements. This module holds the
+sinusoids, ALiBi, and the small tools chapter 6 uses to
 study RoPE beyond its training length: wavelengths per dimension, the
 frequencies each context-extension method uses, and the loss at every position.
 

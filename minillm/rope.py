@@ -1,7 +1,10 @@
 """Rotary position embedding (RoPE) and the ways to stretch it to longer contexts.
 
 A separate module from the model because chapter 6 studies it on its own:
-every frequency rule below is a small function you can plot.
+every frequency rule below is a small function you can plot. This is what the
+model *runs*; its neighbour ``minillm.positions`` holds the schemes the model
+does not use (sinusoids, learned positions, ALiBi) and the tools that *study*
+RoPE (wavelengths, loss by position, attention far beyond the trained length).
 
 RoPE (Su et al. 2021) rotates each pair of query/key dimensions by an angle
 proportional to the position, ``angle = position * inv_freq[i]`` with

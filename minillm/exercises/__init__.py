@@ -39,12 +39,17 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
         ) from None
 
 
+def expect_number(value: Any, what: str) -> float:
+    """``value`` as a float; ExerciseError naming ``what`` if it is not a number."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
+
+
 def expect_close(got: Any, want: float, what: str, rel: float = 1e-6, abs_: float = 1e-9) -> None:
     """Raise ExerciseError unless ``got`` is a number close to ``want``."""
-    try:
-        value = float(got)
-    except (TypeError, ValueError):
-        raise ExerciseError(f"{what}: expected a number, got {got!r}") from None
+    value = expect_number(got, what)
     if not math.isclose(value, want, rel_tol=rel, abs_tol=abs_):
         raise ExerciseError(f"{what}: expected {want:.6g}, got {value:.6g}")
 

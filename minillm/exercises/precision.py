@@ -10,15 +10,8 @@ import struct
 import torch
 
 from minillm.config import ModelConfig
-from minillm.exercises import ExerciseError, call, passed
+from minillm.exercises import ExerciseError, call, expect_number, passed
 from minillm.memory import activation_bytes
-
-
-def _number(value, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
 
 
 # ------------------------------------------------------------ notebook 1
@@ -38,7 +31,7 @@ def check_decode_bf16(decode_bf16) -> None:
     }
     for bits, name in cases.items():
         want = _bf16_value(bits)
-        got = _number(call(decode_bf16, bits), f"decode_bf16({bits:#06x})")
+        got = expect_number(call(decode_bf16, bits), f"decode_bf16({bits:#06x})")
         if got == want:
             continue
         hint = ""
@@ -54,7 +47,7 @@ def check_decode_bf16(decode_bf16) -> None:
         elif bits == 0xC020:
             hint = ": the top bit is the sign"
         raise ExerciseError(f"decode_bf16({bits:#06x}) ({name}) should be {want!r}, got {got!r}{hint}")
-    if not math.isnan(_number(call(decode_bf16, 0x7FC0), "decode_bf16(0x7fc0)")):
+    if not math.isnan(expect_number(call(decode_bf16, 0x7FC0), "decode_bf16(0x7fc0)")):
         raise ExerciseError("decode_bf16(0x7fc0) should be NaN: all-ones exponent with a nonzero mantissa")
     passed("1 sign bit, 8 exponent bits (bias 127), 7 mantissa bits: the top half of an fp32")
 
@@ -77,7 +70,7 @@ def check_fp16_underflow_fraction(fp16_underflow_fraction) -> None:
     for scale in (1.0, 2.0 ** 8, 2.0 ** 16):
         want = _underflow_fraction(grads, scale)
         what = f"fp16_underflow_fraction(grads, scale={scale:g})"
-        got = _number(call(fp16_underflow_fraction, grads.clone(), scale), what)
+        got = expect_number(call(fp16_underflow_fraction, grads.clone(), scale), what)
         if math.isclose(got, want, abs_tol=1e-6):
             continue
         scaled = grads.double() * scale
@@ -106,7 +99,7 @@ def check_activation_bytes_per_block(activation_bytes_per_block) -> None:
         parts = activation_bytes(config, B, T)
         want = parts["blocks"]
         what = f"activation_bytes_per_block(batch={B}, seq={T}, d_model={d}, d_ff={f}, n_heads={H}, n_kv_heads={K})"
-        got = _number(call(activation_bytes_per_block, B, T, d, f, H, K), what)
+        got = expect_number(call(activation_bytes_per_block, B, T, d, f, H, K), what)
         if got == want:
             continue
         n, kv = B * T, K * (d // H)
