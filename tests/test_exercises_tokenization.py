@@ -2,7 +2,7 @@ import pytest
 
 from minillm.bpe import merge
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
-from minillm.exercises.tokenization import (check_bpe_encode, check_count_pairs, check_embedding_share,
+from minillm.exercises.tokenization import (check_bpe_encode, check_count_pairs, check_split_without_space,
                                             check_merge_pair, check_pair_count_delta)
 
 
@@ -59,9 +59,16 @@ def bpe_encode_chars(text, merges):
     return ids
 
 
-def embedding_share(vocab_size, d_model, n_layers, tied=True):
-    vocab = vocab_size * d_model * (1 if tied else 2)
-    return vocab / (vocab + 12 * d_model ** 2 * n_layers)
+def split_without_space(tok, words):
+    return [w for w in words if len(tok.encode(" " + w)) == 1 and len(tok.encode(w)) > 1]
+
+
+def split_any_bare(tok, words):  # forgets the condition on the spaced form
+    return [w for w in words if len(tok.encode(w)) > 1]
+
+
+def single_bare(tok, words):  # the opposite test
+    return [w for w in words if len(tok.encode(w)) == 1]
 
 
 def pair_count_delta(old, new, freq):
@@ -81,8 +88,9 @@ def delta_new_pairs_only(old, new, freq):
     (check_count_pairs, count_pairs, [(count_pairs_no_overlap, "overlap"), (lambda ids: [], "dict")]),
     (check_merge_pair, merge_pair, [(merge_pair_overlapping, "left to right"), (merge_pair_in_place, "changed its input")]),
     (check_bpe_encode, bpe_encode, [(bpe_encode_chars, "encode"), (lambda t, m: bpe_encode(t, m[::-1]), "should be")]),
-    (check_embedding_share, embedding_share, [(lambda v, d, n, tied: embedding_share(v, d, n, True), "untied"),
-                                              (lambda v, d, n, tied: v * d, "> 1")]),
+    (check_split_without_space, split_without_space, [(split_any_bare, "even after"),
+                                                      (single_bare, "do not split"),
+                                                      (lambda tok, words: [], "missing")]),
     (check_pair_count_delta, pair_count_delta, [(lambda o, n, f: pair_count_delta(o, n, 1), "times"),
                                                 (delta_new_pairs_only, "should be"), (lambda o, n, f: [], "dict")]),
 ])

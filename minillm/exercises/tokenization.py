@@ -59,31 +59,45 @@ def check_bpe_encode(bpe_encode) -> None:
 
 
 # ------------------------------------------------------------------ notebook 2
-def _share(vocab_size: int, d_model: int, n_layers: int, tied: bool) -> float:
-    vocab = vocab_size * d_model * (1 if tied else 2)
-    return vocab / (vocab + 12 * d_model ** 2 * n_layers)
+#: Words for the leading-space probe: TinyWorld names, English, Python and rare words.
+PROBE_WORDS = ["Mizo", "Reibraley", "Trara", "Zimek", "Motors", "degree", "office", "the", "list",
+               "return", "Python", "statistics", "Institute", "xylophone", "Geidugard", "works"]
 
 
-def check_embedding_share(embedding_share) -> None:
-    """embedding_share(vocab_size, d_model, n_layers, tied) -> fraction of parameters
-    in the embedding (and the LM head when untied); 12 d^2 per layer."""
-    cases = [(256, 128, 4, True), (32_000, 128, 4, True), (32_000, 128, 4, False),
-             (4096, 768, 12, True), (128_000, 4096, 32, False)]
-    for vocab_size, d_model, n_layers, tied in cases:
-        got = call(embedding_share, vocab_size, d_model, n_layers, tied)
-        want = _share(vocab_size, d_model, n_layers, tied)
-        what = f"embedding_share({vocab_size}, {d_model}, {n_layers}, tied={tied})"
-        try:
-            expect_close(got, want, what, rel=1e-6)
-        except ExerciseError:
-            value = float(got) if isinstance(got, (int, float)) else None
-            if value is not None and not tied and math.isclose(value, _share(vocab_size, d_model, n_layers, True)):
-                raise ExerciseError(f"{what}: an untied LM head is a second V x d matrix; "
-                                    f"count it too (expected {want:.4f}, got {value:.4f})") from None
-            if value is not None and value > 1:
-                raise ExerciseError(f"{what}: a share is a fraction of all parameters, got {value:.4g} > 1") from None
-            raise
-    passed("V*d (twice if untied) over V*d + 12*d^2*layers")
+def _split_without_space(tok, words: list[str]) -> list[str]:
+    return [w for w in words if len(tok.encode(" " + w)) == 1 and len(tok.encode(w)) > 1]
+
+
+def check_split_without_space(split_without_space) -> None:
+    """split_without_space(tok, words) -> the words, in order, that ``tok`` encodes as ONE
+    token after a space but as several tokens at the start of a text."""
+    from minillm.tokenizer import load_book_tokenizer
+
+    tok = load_book_tokenizer()
+    words = list(PROBE_WORDS)
+    want = _split_without_space(tok, words)
+    got = call(split_without_space, tok, list(words))
+    if not isinstance(got, (list, tuple)) or not all(isinstance(w, str) for w in got):
+        raise ExerciseError(f"split_without_space: expected a list of words, got {got!r}")
+    got = list(got)
+    single_bare = [w for w in words if len(tok.encode(w)) == 1]
+    if set(got) & set(single_bare):
+        extra = sorted(set(got) & set(single_bare))
+        raise ExerciseError(f"split_without_space returned {extra}, but the book tokenizer encodes each of "
+                            "them as ONE token even without a space: they do not split")
+    multi_spaced = [w for w in words if len(tok.encode(" " + w)) > 1]
+    if set(got) & set(multi_spaced):
+        extra = sorted(set(got) & set(multi_spaced))
+        raise ExerciseError(f"split_without_space returned {extra}, but these are several tokens even after "
+                            "a space: the exercise asks for words whose ' word' form is a single token")
+    if got != want:
+        missing = [w for w in want if w not in got]
+        raise ExerciseError(f"split_without_space should return {want} (in the order given), got {got}"
+                            + (f"; missing {missing}: compare len(tok.encode(' ' + w)) with "
+                               "len(tok.encode(w))" if missing else ""))
+    passed(f"{len(want)} of {len(words)} words, e.g. {want[0]!r} -> "
+           f"{[tok.id_to_token(i).decode() for i in tok.encode(want[0])]}: BPE learned the ' word' form, "
+           "the one that occurs mid-text")
 
 
 def _delta(old: list[int], new: list[int], freq: int) -> dict[tuple[int, int], int]:
