@@ -1,94 +1,47 @@
-"""The TinyWorld exercise checkers accept right answers and explain wrong ones."""
+import math
+
 import pytest
 
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
-from minillm.exercises.tinyworld import check_assistant_answer, check_count_birth_cities
+from minillm.exercises.tinyworld import check_contaminated_fraction, check_fact_bits
 
 
 def stub(*args):
     raise NotImplementedError
 
 
-# ---- assistant_answer
-def answer_right(record):
-    replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
-    if not replies:
-        raise ValueError("no assistant message")
-    return replies[-1]
+def fact_bits(n_people, sizes):
+    return n_people * sum(math.log2(s) for a, s in sizes.items() if a != "work_city")
 
 
-def answer_fixed_position(record):
-    return record["messages"][2]["content"]
+def grams(text, n):
+    words = text.split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def answer_last_message(record):
-    return record["messages"][-1]["content"]
+def contaminated(train, test, n):
+    seen = set().union(*(grams(t, n) for t in train))
+    return sum(bool(grams(t, n) & seen) for t in test) / len(test)
 
 
-def answer_first_assistant(record):
-    return next(m["content"] for m in record["messages"] if m["role"] == "assistant")
+def contaminated_across_texts(train, test, n):
+    return contaminated([" ".join(train)], test, n)
 
 
-def answer_invents(record):
-    replies = [m["content"] for m in record["messages"] if m["role"] == "assistant"]
-    return replies[-1] if replies else ""
-
-
-def answer_whole_message(record):
-    return [m for m in record["messages"] if m["role"] == "assistant"][-1]
-
-
-# ---- count_birth_cities
-def count_right(people, split):
-    return len({p["birth_city"] for p in people if p["split"] == split and p["birth_city"] is not None})
-
-
-def count_people(people, split):
-    return sum(p["split"] == split for p in people)
-
-
-def count_all_splits(people, split):
-    return len({p["birth_city"] for p in people if p["split"] in (split, "sft")})
-
-
-def count_with_none(people, split):
-    return len({p["birth_city"] for p in people if p["split"] == split})
-
-
-def test_right_answers_pass(capsys):
-    check_assistant_answer(answer_right)
-    check_count_birth_cities(count_right)
-    assert capsys.readouterr().out.count("✓ correct") == 2
-
-
-@pytest.mark.parametrize("wrong, message", [
-    (answer_fixed_position, "FIRST"),
-    (answer_last_message, "last message, which is the user's"),
-    (answer_first_assistant, "FIRST"),
-    (answer_invents, "should raise ValueError"),
-    (answer_whole_message, "whole message dict"),
+@pytest.mark.parametrize("check, right, wrongs", [
+    (check_fact_bits, fact_bits, [
+        (lambda n, sizes: n * sum(math.log2(s) for s in sizes.values()), "costs 0 bits"),
+        (lambda n, sizes: fact_bits(1, sizes), "one person"),
+        (lambda n, sizes: n * sum(s for a, s in sizes.items() if a != "work_city"), "log2")]),
+    (check_contaminated_fraction, contaminated, [
+        (contaminated_across_texts, "across two texts"),
+        (lambda train, test, n: contaminated(train, test, n - 1), "expected")]),
 ])
-def test_wrong_assistant_answer_is_explained(wrong, message):
-    with pytest.raises(ExerciseError, match=message):
-        check_assistant_answer(wrong)
-
-
-@pytest.mark.parametrize("wrong, message", [
-    (count_people, "counted people"),
-    (count_all_splits, "only the people of the given split"),
-    (count_with_none, "birth_city None"),
-])
-def test_wrong_city_count_is_explained(wrong, message):
-    with pytest.raises(ExerciseError, match=message):
-        check_count_birth_cities(wrong)
-
-
-@pytest.mark.parametrize("checker", [check_assistant_answer, check_count_birth_cities])
-def test_stub_is_reported_as_not_implemented(checker):
+def test_checker(check, right, wrongs, capsys):
+    check(right)
+    assert "✓ correct" in capsys.readouterr().out
+    for wrong, words in wrongs:
+        with pytest.raises(ExerciseError, match=words):
+            check(wrong)
     with pytest.raises(ExerciseNotImplemented):
-        checker(stub)
-
-
-def test_checkers_are_reexported():
-    from minillm.exercises import check_assistant_answer as a, check_count_birth_cities as b
-    assert a is check_assistant_answer and b is check_count_birth_cities
+        check(stub)

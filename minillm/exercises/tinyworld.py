@@ -1,84 +1,82 @@
 """Checkers for the exercises of "TinyWorld: the book's data"."""
 from __future__ import annotations
 
-from minillm.exercises import ExerciseError, call, passed
+import math
 
-SYSTEM = {"role": "system", "content": "You answer questions about the people of TinyWorld."}
-
-
-def _chat(*turns: tuple[str, str]) -> dict:
-    return {"messages": [SYSTEM] + [{"role": r, "content": c} for r, c in turns]}
+from minillm.exercises import ExerciseError, call, expect_close, passed
 
 
-def check_assistant_answer(fn) -> None:
-    """fn(record) -> the content of the LAST assistant message of a chat record."""
-    one_turn = _chat(("user", "Where was Mira Tolven born?"), ("assistant", "Mira Tolven was born in Drakmere."))
-    got = call(fn, one_turn)
-    if got == "Where was Mira Tolven born?":
-        raise ExerciseError("assistant_answer returned the user's question: look for the message whose "
-                            "role is 'assistant', not the one at a fixed position")
-    if got == SYSTEM["content"]:
-        raise ExerciseError("assistant_answer returned the system prompt: the answer is the message "
-                            "whose role is 'assistant'")
-    if isinstance(got, dict):
-        raise ExerciseError("assistant_answer returned a whole message dict: return only its 'content' string")
-    if got != "Mira Tolven was born in Drakmere.":
-        raise ExerciseError(f"assistant_answer(record) should be 'Mira Tolven was born in Drakmere.', got {got!r}")
-    two_turns = _chat(("user", "Where was Mira Tolven born?"), ("assistant", "Mira Tolven was born in Drakmere."),
-                      ("user", "And where does she work?"), ("assistant", "Mira Tolven works for Brix Labs."),
-                      ("user", "Thanks!"))
-    got = call(fn, two_turns)
-    if got == "Mira Tolven was born in Drakmere.":
-        raise ExerciseError("in a conversation with two assistant turns, assistant_answer returned the FIRST "
-                            "one: return the last assistant message")
-    if got == "Thanks!":
-        raise ExerciseError("assistant_answer returned the last message, which is the user's: return the "
-                            "last message whose role is 'assistant'")
-    if got != "Mira Tolven works for Brix Labs.":
-        raise ExerciseError(f"for a two-turn chat, expected 'Mira Tolven works for Brix Labs.', got {got!r}")
-    no_answer = _chat(("user", "Who is Mira Tolven?"))
+def _inventory_sizes() -> tuple[int, dict[str, int]]:
+    from minillm import tinyworld as tw
+
+    config = tw.TinyWorldConfig()
+    world = tw.generate_world(config)
+    n_known = sum(p.known for p in tw.load_people())
+    sizes = {"birth_city": len(world.cities), "university": len(world.universities),
+             "field": len(world.fields), "employer": len(world.employers),
+             "work_city": len(world.cities),
+             "birth_date": 28 * 12 * (config.last_year - config.first_year + 1)}
+    return n_known, sizes
+
+
+def check_fact_bits(fact_bits) -> None:
+    """fact_bits(n_people, sizes) -> bits needed to store the facts of n_people TinyWorld
+    people whose attribute values are uniform over inventories of the given sizes
+    (work_city is the employer's city, so it adds nothing)."""
+    n, sizes = _inventory_sizes()
+    want = n * sum(math.log2(size) for a, size in sizes.items() if a != "work_city")
+    got = call(fact_bits, n, dict(sizes))
+    with_work_city = n * sum(math.log2(size) for size in sizes.values())
     try:
-        got = call(fn, no_answer)
-    except ValueError:
-        pass
-    else:
-        raise ExerciseError(f"a record with no assistant message should raise ValueError, but "
-                            f"assistant_answer returned {got!r}: never invent an answer that is not there")
-    passed("the answer is the content of the last message with role 'assistant'")
+        value = float(got)
+    except (TypeError, ValueError):
+        raise ExerciseError(f"fact_bits: expected a number of bits, got {got!r}") from None
+    if math.isclose(value, with_work_city, rel_tol=1e-6):
+        raise ExerciseError(f"fact_bits({n}, sizes) should be {want:,.0f} bits, got {value:,.0f}: work_city is "
+                            "always the city of the employer, so once the employer is stored it costs 0 bits")
+    if math.isclose(value, want / n, rel_tol=1e-6):
+        raise ExerciseError(f"fact_bits({n}, sizes) should be {want:,.0f} bits, got {value:,.1f}: that is one "
+                            "person; multiply by the number of people")
+    if math.isclose(value, n * sum(s for a, s in sizes.items() if a != "work_city"), rel_tol=1e-6):
+        raise ExerciseError("a uniform choice among k values costs log2(k) bits, not k")
+    expect_close(value, want, f"fact_bits({n}, sizes)", rel=1e-6)
+    expect_close(call(fact_bits, 1, {"birth_city": 8, "work_city": 8, "employer": 4}), 5.0,
+                 "fact_bits(1, {'birth_city': 8, 'work_city': 8, 'employer': 4})")
+    passed(f"{n} known people x {want / n:.1f} bits = {want:,.0f} bits, about {want / 8 / 1024:.1f} KiB of "
+           "facts: a model must store that much, and chapter 7 asks where")
 
 
-PEOPLE = [
-    {"name": "A", "split": "heldout", "birth_city": "Drakmere"},
-    {"name": "B", "split": "heldout", "birth_city": "Velora"},
-    {"name": "C", "split": "heldout", "birth_city": "Drakmere"},
-    {"name": "D", "split": "sft", "birth_city": "Ostgard"},
-    {"name": "E", "split": "unknown_eval", "birth_city": None},
-    {"name": "F", "split": "heldout", "birth_city": "Velora"},
-]
+def _grams(text: str, n: int) -> set[tuple[str, ...]]:
+    words = text.split()
+    return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
-def check_count_birth_cities(fn) -> None:
-    """fn(people, split) -> how many DISTINCT birth cities the people of ``split`` have."""
-    from minillm import tinyworld
+def _contaminated(train_texts, test_texts, n: int) -> float:
+    seen = set().union(*(_grams(t, n) for t in train_texts))
+    return sum(bool(_grams(t, n) & seen) for t in test_texts) / len(test_texts)
 
-    cases = [(PEOPLE, "heldout", 2), (PEOPLE, "sft", 1), (PEOPLE, "unknown_eval", 0), ([], "heldout", 0)]
-    for people, split, want in cases:
-        got = call(fn, [dict(p) for p in people], split)
-        what = f"count_birth_cities(people, {split!r}) on the 6-person example"
-        if split == "heldout" and got == 4:
-            raise ExerciseError(f"{what} should be 2, got 4: you counted people, not distinct cities "
-                                "(two heldout people share Drakmere, two share Velora)")
-        if split == "heldout" and got == 3:
-            raise ExerciseError(f"{what} should be 2, got 3: count only the people of the given split")
-        if split == "unknown_eval" and got == 1:
-            raise ExerciseError(f"{what} should be 0, got 1: unknown people have birth_city None, "
-                                "which is not a city")
-        if got != want:
-            raise ExerciseError(f"{what} should be {want}, got {got!r}")
-    people = tinyworld.load("people")
-    want = len({p["birth_city"] for p in people if p["split"] == "heldout"})
-    got = call(fn, people, "heldout")
-    if got != want:
-        raise ExerciseError(f"on the shipped release, count_birth_cities(people, 'heldout') should be {want}, "
-                            f"got {got!r}")
-    passed(f"the heldout people were born in {want} distinct cities")
+
+def check_contaminated_fraction(contaminated_fraction) -> None:
+    """contaminated_fraction(train_texts, test_texts, n) -> the fraction of test texts that
+    share at least one whitespace-separated word n-gram with some train text."""
+    train = ["the cat sat on the mat", "a dog ran in the park today"]
+    cases = [(["the cat sat on a rug", "birds fly", "a dog ran in the rain"], 3, 2 / 3),
+             (["the cat sat on a rug", "birds fly", "a dog ran in the rain"], 5, 1 / 3),
+             (["mat a dog", "birds fly"], 3, 0.0),            # n-grams do not cross texts
+             (["the cat"], 3, 0.0)]
+    for test, n, want in cases:
+        what = f"contaminated_fraction(train, {test}, n={n})"
+        got = call(contaminated_fraction, list(train), list(test), n)
+        if test == ["mat a dog", "birds fly"] and math.isclose(float(got), 0.5):
+            raise ExerciseError(f"{what} should be 0, got 0.5: 'mat a dog' is not an n-gram of the train "
+                                "texts; build n-grams inside each text, never across two texts")
+        expect_close(got, want, what)
+    from minillm import tinyworld as tw
+
+    pretrain = [r["text"] for r in tw.load("pretrain")]
+    held_out = [r["text"] for r in tw.load("pretrain_val")]
+    got8 = float(call(contaminated_fraction, pretrain, held_out, 8))
+    expect_close(got8, _contaminated(pretrain, held_out, 8), "contaminated_fraction(pretrain, pretrain_val, 8)")
+    got13 = _contaminated(pretrain, held_out, 13)
+    passed(f"{got8:.0%} of the unseen pretrain_val paraphrases share an 8-gram with pretraining, {got13:.0%} a "
+           "13-gram: on templated text an overlap test flags phrasing, not leaked facts, and n decides")
