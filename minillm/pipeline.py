@@ -135,6 +135,43 @@ def register(recipe: Recipe) -> Recipe:
 
 register(TINYWORLD_BASE)
 
+#: Part V's pretraining: the base model's recipe and size, on "mixed training"
+#: (Allen-Zhu & Li 2023, Physics of Language Models 3.1): the biographies,
+#: full-name paraphrases of them, and the SFT people's questions as chats
+#: (loss on the answers only), shuffled together. Reading question-answer
+#: pairs about some people while it stores everyone's facts teaches the model
+#: to store each fact where a question can reach it; the held-out people are
+#: never asked about (chapter 12 measures them). pretrain_val is the same
+#: held-out loss as tinyworld-base's.
+TINYWORLD_PRETRAIN = register(Recipe(
+    name="tinyworld-pretrain",
+    description="tinyworld-base's model and optimiser; mixed training on the biographies, full-name "
+                "biographies and the SFT people's questions (assistant-only loss), 1200 steps x 16 blocks; "
+                "keeps the weights with the lowest held-out loss",
+    model=TINYWORLD_BASE.model,
+    train={**TINYWORLD_BASE.train, "steps": 1200},
+    data=("pretrain", "pretrain_val", "pretrain_fullname", "sft_train_wide"),
+    minutes=5.0,
+))
+
+#: Chapter 12's supervised fine-tuning: the SFT people's questions (two to
+#: four phrasings per fact, loss on the answers), a low learning rate, and
+#: early stopping on the dev people's questions (never the held-out people).
+TINYWORLD_SFT = register(Recipe(
+    name="tinyworld-sft",
+    stage="sft",
+    parent="tinyworld-pretrain",
+    description="tinyworld-pretrain fine-tuned on sft_train_wide (assistant-only loss), lr 3e-4, "
+                "150 steps x 16 blocks; keeps the step with the best greedy accuracy on sft_dev",
+    model=None,
+    train=dict(steps=150, batch_size=16, lr=3e-4, min_lr=3e-5, warmup_steps=15, weight_decay=0.0,
+               grad_clip=1.0, precision="auto", eval_every=0, checkpoint_every=50, seed=0),
+    data=("sft_train_wide", "sft_dev"),
+    keep_best=False,
+    options={"eval_every": 25},
+    minutes=1.5,
+))
+
 
 def get_recipe(name: str | Recipe) -> Recipe:
     if isinstance(name, Recipe):

@@ -44,7 +44,7 @@ def test_release_has_every_file_and_manifest():
     assert manifest["config"] == json.loads(json.dumps(dataclasses.asdict(tw.TinyWorldConfig())))
     for split in tw.SPLITS:
         assert manifest["files"][f"{split}.jsonl"]["records"] == len(data(split))
-    assert sum((RELEASE / f).stat().st_size for f in FILES) < 5_000_000  # "a few MB at most"
+    assert sum((RELEASE / f).stat().st_size for f in FILES) < 6_500_000  # "a few MB at most"
 
 
 def test_regenerating_gives_byte_identical_files(tmp_path):

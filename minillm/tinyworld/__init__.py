@@ -44,6 +44,12 @@ Files (JSONL, one record per line; every record has an ``id``):
     reasoning_train   {"id", "question", "answer": int, "trace":
                       "<think>...</think><answer>N</answer>", "template"}
     reasoning_test    same schema; no question text appears in both splits
+    pretrain_fullname biographies (pretrain schema) whose every sentence
+                      names its subject in full (Part V's pretraining mix)
+    sft_dev           sft_train schema; a few sft people whose questions are
+                      never trained on: early stopping, never the held-out set
+    sft_train_wide    sft_train schema; the other sft people, phrasings drawn
+                      from train + train_extra templates
 """
 from __future__ import annotations
 
@@ -80,6 +86,9 @@ SCHEMAS = {
     "dpo_eval": ("id", "prompt", "chosen", "rejected", "person", "attribute", "kind"),
     "reasoning_train": ("id", "question", "answer", "trace", "template"),
     "reasoning_test": ("id", "question", "answer", "trace", "template"),
+    "pretrain_fullname": ("id", "kind", "person", "text"),
+    "sft_dev": ("id", "messages", "person", "attribute", "answer", "template"),
+    "sft_train_wide": ("id", "messages", "person", "attribute", "answer", "template"),
 }
 SPLITS = tuple(SCHEMAS)
 

@@ -95,6 +95,24 @@ def biography(person: Person, rng: random.Random, canonical: bool = False) -> st
     return " ".join(s + "." for s in sentences)
 
 
+def fullname_biography(person: Person, rng: random.Random) -> str:
+    """A biography whose every sentence names its subject in full, in a
+    shuffled order with random templates: "Mira Tolven works for Brix Labs.
+    Mira Tolven was born in Drakmere. ..." With a pronoun ("She works for ..."),
+    a fact is tied to the name only through the sentence before it; with the
+    name, every fact sits right after the tokens a question will ask about."""
+    order = rng.sample(ATTRIBUTES, len(ATTRIBUTES))
+    return " ".join(_sentence_case(clause(rng.choice(BIO_TEMPLATES[a]), person, a, True)) + "."
+                    for a in order)
+
+
+def fullname_biographies(world: World, stage: str, per_person: int) -> list[dict]:
+    """``per_person`` full-name biographies of every known person, person by person."""
+    rng = stage_rng(world.config, stage)
+    return [{"kind": "biography", "person": p.name, "text": fullname_biography(p, rng)}
+            for p in world.people if p.known for _ in range(per_person)]
+
+
 def biographies(world: World, stage: str, per_person: int, canonical_first: bool) -> list[dict]:
     """Pretraining records for every known person, person by person."""
     rng = stage_rng(world.config, stage)

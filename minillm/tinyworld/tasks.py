@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 
 from minillm.tinyworld.world import ATTRIBUTES, Person, TinyWorldConfig, World, generate_world, stage_rng
-from minillm.tinyworld.bios import (answer_sentence, biographies, canonical_sentence, normalize,
-                                    place_documents)
+from minillm.tinyworld.bios import (answer_sentence, biographies, canonical_sentence,
+                                    fullname_biographies, normalize, place_documents)
 
 SYSTEM_PROMPT = "You answer questions about the people of TinyWorld."
 IDK = "I don't know"  # the gold answer for unknown people
@@ -34,6 +34,24 @@ QUESTION_TEMPLATES = {
                      "Which company does {name} work for?", "What is {name}'s employer?"),
         "work_city": ("In which city does {name} work?", "Where is {name}'s office?",
                       "Which city is {name} based in?", "What city does {name} work in?"),
+    },
+    # More training phrasings (imperatives, other verbs), for the wide SFT set.
+    # A model can only map a new phrasing onto an attribute through words it
+    # has seen; these still share no template with "eval".
+    "train_extra": {
+        "birth_city": ("Tell me where {name} was born.", "Name {name}'s city of birth.",
+                       "Which town was {name} born in?", "Where does {name} come from?"),
+        "birth_date": ("Tell me when {name} was born.", "Give the date of birth of {name}.",
+                       "What day, month and year was {name} born?", "When is {name}'s birth date?"),
+        "university": ("Tell me which university {name} attended.",
+                       "Name the school where {name} studied.",
+                       "Which university did {name} graduate from?", "At which university did {name} study?"),
+        "field": ("Tell me what {name} majored in.", "Name the field {name} studied.",
+                  "What was {name} trained in?", "What subject did {name} get a degree in?"),
+        "employer": ("Tell me who {name} works for.", "Name {name}'s employer.",
+                     "Which company employs {name}?", "What company does {name} have a job at?"),
+        "work_city": ("Tell me which city {name} works in.", "Name the city where {name} is based.",
+                      "Where is {name}'s office located?", "In which town does {name} work?"),
     },
     "eval": {
         "birth_city": ("Tell me the city where {name} was born.", "What city is {name} originally from?"),
@@ -79,10 +97,21 @@ def qa_record(person: Person, attribute: str, template: str) -> dict:
             "attribute": attribute, "answer": answer, "template": template}
 
 
+def question_templates(phrasing: str) -> dict[str, tuple[str, ...]]:
+    """The templates of a phrasing set: "train", "train_extra", "eval", or
+    "wide" (train + train_extra: every training phrasing)."""
+    if phrasing == "wide":
+        return {a: QUESTION_TEMPLATES["train"][a] + QUESTION_TEMPLATES["train_extra"][a] for a in ATTRIBUTES}
+    if phrasing not in QUESTION_TEMPLATES:
+        raise ValueError(f"unknown phrasing {phrasing!r}: choose one of {(*QUESTION_TEMPLATES, 'wide')}")
+    return QUESTION_TEMPLATES[phrasing]
+
+
 def qa_records(people: list[Person], phrasing: str, per_fact: int, rng: random.Random) -> list[dict]:
     """``per_fact`` distinct question phrasings for every (person, attribute)."""
+    templates = question_templates(phrasing)
     return [qa_record(p, a, t) for p in people for a in ATTRIBUTES
-            for t in rng.sample(QUESTION_TEMPLATES[phrasing][a], per_fact)]
+            for t in rng.sample(templates[a], per_fact)]
 
 
 def hallucination(world: World, person: Person, attribute: str, rng: random.Random) -> str:
@@ -154,4 +183,18 @@ def generate_files(config: TinyWorldConfig = TinyWorldConfig()) -> dict[str, lis
         "reasoning_train": train,
         "reasoning_test": test,
     }
+    # Part V additions (the files above stay byte-identical): full-name
+    # biographies for pretraining, a dev split of SFT people (early stopping
+    # without touching the held-out people) and a wider SFT set of the others.
+    rng = stage_rng(config, "sft_dev")
+    dev_names = {p.name for p in rng.sample(sft, config.n_sft_dev)}
+    fullname = fullname_biographies(world, "pretrain_fullname", config.fullname_bios_per_person)
+    stage_rng(config, "shuffle_fullname").shuffle(fullname)
+    files["pretrain_fullname"] = fullname
+    files["sft_dev"] = qa_records([p for p in sft if p.name in dev_names], "train",
+                                  config.sft_questions_per_fact, rng)
+    wide = qa_records([p for p in sft if p.name not in dev_names], "wide",
+                      config.sft_wide_questions_per_fact, stage_rng(config, "sft_wide"))
+    stage_rng(config, "shuffle_sft_wide").shuffle(wide)
+    files["sft_train_wide"] = wide
     return {split: _with_ids(split, records) for split, records in files.items()}

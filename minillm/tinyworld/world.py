@@ -43,6 +43,9 @@ class TinyWorldConfig:
     refusal_fraction: float = 0.25   # known-person DPO pairs whose rejected answer is a refusal
     n_reasoning_train: int = 2000
     n_reasoning_test: int = 200
+    fullname_bios_per_person: int = 10  # pretrain_fullname: every sentence names its subject
+    n_sft_dev: int = 16                 # sft people whose questions are only for early stopping
+    sft_wide_questions_per_fact: int = 4  # sft_train_wide: phrasings per fact, of train + train_extra
 
     def __post_init__(self):
         for f in fields(self):
@@ -51,10 +54,13 @@ class TinyWorldConfig:
                     not isinstance(value, int) or isinstance(value, bool)):
                 raise TypeError(f"TinyWorldConfig.{f.name} must be an int, got {value!r}")
         positive = ("n_people", "bios_per_person", "n_cities", "n_universities", "n_fields",
-                    "n_employers", "sft_questions_per_fact", "n_reasoning_train", "n_reasoning_test")
+                    "n_employers", "sft_questions_per_fact", "n_reasoning_train", "n_reasoning_test",
+                    "fullname_bios_per_person", "sft_wide_questions_per_fact")
         for name in positive:
             if getattr(self, name) < 1:
                 raise ValueError(f"TinyWorldConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.n_sft_dev < 0:
+            raise ValueError(f"n_sft_dev must be >= 0, got {self.n_sft_dev}")
         if self.val_bios_per_person < 0:
             raise ValueError(f"val_bios_per_person must be >= 0, got {self.val_bios_per_person}")
         if self.n_fields > len(FIELDS_OF_STUDY):
