@@ -154,7 +154,8 @@ class DevAccuracy:
 
 def train_sft(model: torch.nn.Module, tokenizer, train_records: Sequence[dict],
               dev_records: Sequence[dict], config, *, block_size: int = 128, eval_every: int = 25,
-              replay_texts: Sequence[str] = (), work=None, progress: bool = False):
+              replay_texts: Sequence[str] = (), prompt_loss: bool = False, work=None,
+              progress: bool = False):
     """Fine-tune ``model`` in place on chat examples; keep the best dev step.
 
     train_records: chat examples, packed into ``block_size`` blocks with
@@ -178,8 +179,10 @@ def train_sft(model: torch.nn.Module, tokenizer, train_records: Sequence[dict],
 
     special = tokenizer.special_tokens
     texts = [[special["<|bos|>"], *tokenizer.encode(t), special["<|eos|>"]] for t in replay_texts]
-    x, y = pack_examples(encode_examples(train_records, tokenizer), block_size, special["<|pad|>"],
-                         texts=texts)
+    examples = encode_examples(train_records, tokenizer)
+    if prompt_loss:  # the naive alternative the chapter measures: every token is a target
+        examples = [(ids, [True] * len(ids)) for ids, _ in examples]
+    x, y = pack_examples(examples, block_size, special["<|pad|>"], texts=texts)
     y[:, :][x == special["<|bos|>"]] = IGNORE_INDEX  # a <|bos|> is never a target
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(work) if work is not None else Path(tmp)
