@@ -15,7 +15,8 @@ is the perplexity of chapter 1.
   embedding before it and a linear read-out after it.
 
 :func:`context_windows` turns a token-id list into (context, next token)
-training pairs for the MLP, and :func:`mean_nll` evaluates any of these models.
+training pairs for the MLP, and :func:`model_nll` evaluates any of these models
+(its mean is :func:`minillm.info.mean_nll`, the one definition of the book).
 """
 from __future__ import annotations
 
@@ -25,6 +26,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minillm.info import mean_nll
 
 #: Standard deviation of the initial embeddings of both language models.
 EMBEDDING_INIT_STD = 0.1
@@ -155,10 +158,12 @@ class RNNLanguageModel(nn.Module):
 
 
 @torch.no_grad()
-def mean_nll(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 4096) -> float:
-    """Mean negative log-likelihood (nats per token) of ``targets`` under a
-    model whose ``forward(inputs)`` returns logits (or a tuple starting with
-    logits) whose last dimension is the vocabulary. exp() of it is the perplexity.
+@torch.no_grad()
+def target_log_probs(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
+                     batch_size: int = 4096) -> torch.Tensor:
+    """Natural-log probability the model gives each target token, float64, shape
+    ``targets.flatten().shape``. The model's ``forward(inputs)`` returns logits (or
+    a tuple starting with logits) whose last dimension is the vocabulary.
 
     inputs: (N, ...) model inputs; targets: token ids with the logits' shape
     minus the vocabulary dimension.
@@ -167,10 +172,18 @@ def mean_nll(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batc
         raise ValueError(f"inputs and targets differ in length: {len(inputs)} vs {len(targets)}")
     was_training = model.training
     model.eval()
-    total = 0.0
+    parts = []
     for i in range(0, len(inputs), batch_size):
         logits = model(inputs[i:i + batch_size])
         logits = logits[0] if isinstance(logits, tuple) else logits
-        total += F.cross_entropy(logits.flatten(0, -2), targets[i:i + batch_size].flatten(), reduction="sum").item()
+        log_p = F.log_softmax(logits.flatten(0, -2).double(), dim=-1)
+        parts.append(log_p.gather(1, targets[i:i + batch_size].reshape(-1, 1)).squeeze(1))
     model.train(was_training)
-    return total / targets.numel()
+    return torch.cat(parts)
+
+
+def model_nll(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, batch_size: int = 4096) -> float:
+    """Mean negative log-likelihood (nats per token) of ``targets`` under ``model``:
+    :func:`minillm.info.mean_nll` of :func:`target_log_probs`. exp() of it is the
+    perplexity."""
+    return mean_nll(target_log_probs(model, inputs, targets, batch_size).numpy())

@@ -1,4 +1,4 @@
-"""minillm.neural_lm: context windows, the MLP and RNN language models, mean_nll."""
+"""minillm.neural_lm: context windows, the MLP and RNN language models, model_nll."""
 import math
 
 import pytest
@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from minillm.neural_lm import ElmanRNN, MLPLanguageModel, RNNLanguageModel, context_windows, mean_nll
+from minillm.neural_lm import ElmanRNN, MLPLanguageModel, RNNLanguageModel, context_windows, model_nll, target_log_probs
 
 
 @settings(max_examples=50, deadline=None)
@@ -55,7 +55,7 @@ def test_untrained_loss_is_about_log_v():
     V = 500
     model = MLPLanguageModel(V, 2, 8, 16)
     x, y = torch.randint(V, (1000, 2)), torch.randint(V, (1000,))
-    assert abs(mean_nll(model, x, y) - math.log(V)) < 0.1
+    assert abs(model_nll(model, x, y) - math.log(V)) < 0.1
 
 
 def test_mlp_learns_a_deterministic_sequence():
@@ -69,7 +69,7 @@ def test_mlp_learns_a_deterministic_sequence():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    assert mean_nll(model, x, y) < 0.05
+    assert model_nll(model, x, y) < 0.05
 
 
 def test_elman_rnn_matches_its_formula_and_torch():
@@ -115,10 +115,20 @@ def test_mean_nll_matches_cross_entropy_for_both_models():
     torch.manual_seed(0)
     mlp = MLPLanguageModel(20, 2, 4, 8)
     x, y = torch.randint(20, (50, 2)), torch.randint(20, (50,))
-    assert math.isclose(mean_nll(mlp, x, y, batch_size=7), F.cross_entropy(mlp(x), y).item(), rel_tol=1e-5)
+    assert math.isclose(model_nll(mlp, x, y, batch_size=7), F.cross_entropy(mlp(x), y).item(), rel_tol=1e-5)
     rnn = RNNLanguageModel(20, 4, 8)
     ids, targets = torch.randint(20, (3, 9)), torch.randint(20, (3, 9))
     want = F.cross_entropy(rnn(ids)[0].flatten(0, 1), targets.flatten()).item()
-    assert math.isclose(mean_nll(rnn, ids, targets, batch_size=2), want, rel_tol=1e-5)
+    assert math.isclose(model_nll(rnn, ids, targets, batch_size=2), want, rel_tol=1e-5)
     with pytest.raises(ValueError, match="differ in length"):
-        mean_nll(mlp, x, y[:10])
+        model_nll(mlp, x, y[:10])
+
+
+def test_target_log_probs_are_per_token_and_model_nll_is_their_mean():
+    torch.manual_seed(0)
+    mlp = MLPLanguageModel(11, 2, embed_dim=4, hidden_dim=8)
+    x, y = torch.randint(11, (20, 2)), torch.randint(11, (20,))
+    lp = target_log_probs(mlp, x, y, batch_size=3)
+    want = -F.cross_entropy(mlp(x).double(), y, reduction="none")
+    assert lp.dtype == torch.float64 and torch.allclose(lp, want, atol=1e-6)
+    assert math.isclose(model_nll(mlp, x, y), -lp.mean().item(), rel_tol=1e-12)

@@ -24,35 +24,32 @@ _tensor = expect_tensor  # shared with the other chapters' checkers
 
 # ------------------------------------------------------------ notebook 1
 
-def check_cross_entropy(cross_entropy) -> None:
-    """``cross_entropy(logits, target)``: -log softmax(logits)[target], a float."""
-    logits = torch.tensor([2.0, 1.0, 0.1, -1.0])
-    want = F.cross_entropy(logits[None].double(), torch.tensor([0])).item()
-    got = _number(call(cross_entropy, logits.clone(), 0), "cross_entropy([2, 1, 0.1, -1], 0)")
-    if math.isclose(got, -want, rel_tol=1e-4):
-        raise ExerciseError(f"cross_entropy([2, 1, 0.1, -1], 0) should be {want:.4f}, got {got:.4f}: "
-                            "the sign is flipped; the loss is MINUS the log-probability")
-    if math.isclose(got, math.exp(-want), rel_tol=1e-4):
-        raise ExerciseError(f"cross_entropy([2, 1, 0.1, -1], 0) should be {want:.4f}, got {got:.4f}, which is "
-                            "the probability itself: take -log of it")
-    if math.isclose(got, 1 - math.exp(-want), rel_tol=1e-4):
-        raise ExerciseError(f"cross_entropy should be -log p of the target, got 1 - p = {got:.4f}")
-    expect_close(got, want, "cross_entropy([2, 1, 0.1, -1], 0)", rel=1e-4)
-    for seed in range(3):
-        z = torch.randn(7, generator=torch.Generator().manual_seed(seed)) * 3
-        for target in (0, 4, 6):
-            want = F.cross_entropy(z[None].double(), torch.tensor([target])).item()
-            expect_close(call(cross_entropy, z.clone(), target), want, f"cross_entropy(random logits, {target})",
-                         rel=1e-4)
-    big = torch.tensor([1000.0, 1001.0, 999.0])
-    want = F.cross_entropy(big[None].double(), torch.tensor([1])).item()
-    got = _number(call(cross_entropy, big.clone(), 1), "cross_entropy([1000, 1001, 999], 1)")
-    if not math.isfinite(got):
-        raise ExerciseError(f"cross_entropy([1000, 1001, 999], 1) should be {want:.4f}, got {got}: exp(1000) "
-                            "overflows; use log(sum(exp(z))) = m + log(sum(exp(z - m))) with m = max(z), "
-                            "or torch.logsumexp")
-    expect_close(got, want, "cross_entropy([1000, 1001, 999], 1)", rel=1e-4)
-    passed("-log softmax(z)[y] = logsumexp(z) - z[y], stable for large logits")
+def check_cross_entropy_grad(cross_entropy_grad) -> None:
+    """cross_entropy_grad(logits (B, V), targets (B,)) -> d mean CE / d logits, shape (B, V)."""
+    torch.manual_seed(0)
+    cases = [(torch.randn(4, 7, dtype=torch.float64), torch.tensor([0, 3, 6, 3])),
+             (torch.tensor([[1000.0, 1001.0, 999.0]], dtype=torch.float64), torch.tensor([0]))]
+    for logits, targets in cases:
+        z = logits.clone().requires_grad_(True)
+        F.cross_entropy(z, targets).backward()
+        want = z.grad.detach()
+        what = f"cross_entropy_grad(logits of shape {tuple(logits.shape)}, targets={targets.tolist()})"
+        got = expect_tensor(call(cross_entropy_grad, logits.clone(), targets.clone()), tuple(logits.shape), what)
+        if torch.isnan(got).any():
+            raise ExerciseError(f"{what} contains NaN: exp(1000) overflows; use torch.softmax, which "
+                                "subtracts the row maximum first")
+        B = len(targets)
+        if torch.allclose(got, want * B, atol=1e-9) and B > 1:
+            raise ExerciseError(f"{what}: you forgot to divide by the batch size B = {B}; the loss is a MEAN "
+                                "over positions, so each row's gradient is (softmax - one-hot) / B")
+        if torch.allclose(got, -want, atol=1e-9):
+            raise ExerciseError(f"{what}: the sign is flipped; the gradient is softmax MINUS one-hot "
+                                "(the correct logit is pushed up by gradient DEscent)")
+        if torch.allclose(got, torch.softmax(logits, -1) / B, atol=1e-9):
+            raise ExerciseError(f"{what}: you left out the one-hot term: subtract 1 at each row's target")
+        if not torch.allclose(got, want, atol=1e-9):
+            raise ExerciseError(f"{what}: differs from autograd by up to {(got - want).abs().max():.2e}")
+    passed("d CE / d z = softmax(z) - one_hot(y), divided by B for a mean: each row sums to zero")
 
 
 def _mlp_numel(V: int, c: int, d: int, h: int) -> int:
