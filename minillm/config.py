@@ -15,6 +15,8 @@ import dataclasses
 import math
 from dataclasses import dataclass
 
+from .validate import check_int, check_positive
+
 #: RoPE context-extension methods (see ``minillm.rope``); ``None`` = plain RoPE.
 ROPE_SCALINGS = (None, "linear", "ntk", "dynamic", "yarn")
 #: Feed-forward layers the MLP factory in ``minillm.model`` can build (a mixture
@@ -51,12 +53,8 @@ class MoEConfig:
 
     def __post_init__(self) -> None:
         for name in ("n_experts", "experts_top_k", "n_shared_experts", "expert_d_ff"):
-            value = getattr(self, name)
-            if value is None and name == "expert_d_ff":
-                continue
-            low = 0 if name == "n_shared_experts" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise ValueError(f"MoEConfig.{name} must be an integer >= {low}, got {value!r}")
+            if not (name == "expert_d_ff" and self.expert_d_ff is None):
+                check_int(getattr(self, name), f"MoEConfig.{name}", 0 if name == "n_shared_experts" else 1)
         if self.experts_top_k > self.n_experts:
             raise ValueError(f"MoEConfig.experts_top_k={self.experts_top_k} is larger than "
                              f"n_experts={self.n_experts}: a token cannot use more experts "
@@ -69,9 +67,7 @@ class MoEConfig:
             raise ValueError(f"MoEConfig.router_balance={self.router_balance!r} is unknown; "
                              f"choose one of {ROUTER_BALANCES}")
         for name in ("aux_loss_weight", "bias_update_rate"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"MoEConfig.{name} must be a number >= 0, got {value!r}")
+            check_positive(getattr(self, name), f"MoEConfig.{name}", allow_zero=True)
 
     def replace(self, **changes) -> "MoEConfig":
         """A copy with some fields changed (validated again)."""
@@ -139,13 +135,9 @@ class ModelConfig:
     def _validate(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff",
                      "max_seq_len", "rope_original_max_seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive integer, got {value!r}")
+            check_int(getattr(self, name), f"ModelConfig.{name}")
         for name in ("rope_theta", "norm_eps", "init_std", "rope_factor"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or not value > 0:
-                raise ValueError(f"ModelConfig.{name} must be a positive number, got {value!r}")
+            check_positive(getattr(self, name), f"ModelConfig.{name}")
         if self.d_model % self.n_heads:
             raise ValueError(f"ModelConfig.d_model={self.d_model} is not divisible by "
                              f"n_heads={self.n_heads}: every head needs the same width")

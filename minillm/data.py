@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from minillm.loss import IGNORE_INDEX, shift_labels  # noqa: F401  (shift_labels: re-export)
+from minillm.validate import check_int
 
 
 def encode_documents(texts: Sequence[str], tokenizer) -> list[list[int]]:
@@ -59,8 +60,7 @@ def pack(documents: Sequence[Sequence[int]], block_size: int, pad_id: int, *,
     Returns ``input_ids`` and ``labels``, both [N, block_size] int64, with
     N = ceil(total / block_size) (floor with ``drop_last``).
     """
-    if not isinstance(block_size, int) or block_size < 2:
-        raise ValueError(f"block_size must be an integer >= 2, got {block_size!r}")
+    check_int(block_size, "block_size", minimum=2)
     if loss_masks is not None and len(loss_masks) != len(documents):
         raise ValueError(f"got {len(loss_masks)} loss masks for {len(documents)} documents")
     ids, keep = [], []

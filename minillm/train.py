@@ -53,6 +53,7 @@ from minillm.checkpoint import load_training_state, save_training_state, unwrap
 from minillm.data import Batches
 from minillm.evals import dataset_loss, resolve_precision  # noqa: F401  (re-export)
 from minillm.loss import count_targets
+from minillm.validate import check_int
 
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 CHECKPOINT_FORMAT = "minillm-trainer/1"
@@ -91,11 +92,9 @@ class TrainConfig:
     def __post_init__(self):
         self.betas = tuple(self.betas)
         for name in ("steps", "batch_size", "grad_accum", "eval_batch_size"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig.{name} must be a positive integer, got {getattr(self, name)!r}")
+            check_int(getattr(self, name), f"TrainConfig.{name}")
         for name in ("warmup_steps", "eval_every", "checkpoint_every"):
-            if not isinstance(getattr(self, name), int) or getattr(self, name) < 0:
-                raise ValueError(f"TrainConfig.{name} must be an integer >= 0, got {getattr(self, name)!r}")
+            check_int(getattr(self, name), f"TrainConfig.{name}", minimum=0)
         if not 0 <= self.min_lr <= self.lr:
             raise ValueError(f"TrainConfig needs 0 <= min_lr <= lr, got min_lr={self.min_lr}, lr={self.lr}")
         if self.grad_clip is not None and not self.grad_clip > 0:

@@ -1,5 +1,5 @@
 import sys
 
-from minillm.book.notebooks import main
+from minillm.book.cli import main
 
 sys.exit(main())
