@@ -129,8 +129,7 @@ def ring_bytes(n_bytes: float, world_size: int, op: str = "all_reduce") -> float
     """Bytes each rank sends in a ring collective on a tensor of ``n_bytes``.
 
     reduce-scatter and all-gather: N - 1 steps of one chunk (n_bytes / N);
-    all-reduce = reduce-scatter + all-gather: 2 (N - 1) / N * n_bytes;
-    broadcast (pipelined chain): about n_bytes, and nothing for the last rank.
+    all-reduce = reduce-scatter + all-gather: 2 (N - 1) / N * n_bytes.
     """
     share = {"all_reduce": 2, "reduce_scatter": 1, "all_gather": 1}
     if op not in share:
