@@ -4,9 +4,9 @@ A language model only scores the next token. A *decoding strategy* decides
 what to do with those scores, one step at a time:
 
     logits [B, V] -> repetition penalty -> temperature -> top-k -> top-p
-                  -> argmax (greedy, T = 0) or a random draw from softmax
+                  -> min-p -> argmax (greedy, T = 0) or a random draw from softmax
 
-The four processors are small pure functions on a [B, V] logits tensor, so a
+The five processors are small pure functions on a [B, V] logits tensor, so a
 notebook can apply and plot each one alone. ``generate`` chains them on top of
 the KV cache (the prompt is read once, then one token per step), for one
 prompt or a batch of prompts of different lengths (left-padded, so every row's
@@ -111,6 +111,23 @@ def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
     return _keep_sorted(logits, order, (mass_before < p) & (probs > 0))
 
 
+def min_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Min-p filtering of logits [B, V] (Nguyen et al. 2024).
+
+    Keep the tokens whose probability is at least ``p`` times the top token's,
+    and set the rest to -inf. The cut-off scales with the model's confidence:
+    a peaked step keeps few tokens, a flat one many (top-p does the opposite
+    at high temperature, where its nucleus swells with the flattened tail).
+    The top token always survives; p = 0 keeps every token.
+    """
+    logits, p = _check_logits(logits), _check_number("min_p", p)
+    if not 0 <= p <= 1:
+        raise ValueError(f"min_p must be in [0, 1], got {p}")
+    probs = logits.softmax(dim=-1)
+    threshold = p * probs.max(dim=-1, keepdim=True).values
+    return logits.masked_fill(probs < threshold, -math.inf)
+
+
 def repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty: float) -> torch.Tensor:
     """Make tokens already in ``previous_ids`` [B, S] less likely (CTRL, Keskar et al. 2019).
 
@@ -132,11 +149,11 @@ def repetition_penalty(logits: torch.Tensor, previous_ids: torch.Tensor, penalty
 
 def process_logits(logits: torch.Tensor, previous_ids: torch.Tensor | None = None, temperature: float = 1.0,
                    top_k: int | None = None, top_p: float | None = None,
-                   penalty: float | None = None) -> torch.Tensor:
+                   penalty: float | None = None, min_p: float | None = None) -> torch.Tensor:
     """The processors in the usual order (as in HF ``generate``): [B, V] -> [B, V].
 
-    The penalty comes first, so it acts on the model's own scores; top-k and
-    top-p come after temperature, so the nucleus is measured on the
+    The penalty comes first, so it acts on the model's own scores; top-k,
+    top-p and min-p come after temperature, so the cut is measured on the
     distribution we actually sample from.
     """
     if penalty is not None and previous_ids is not None:
@@ -146,6 +163,8 @@ def process_logits(logits: torch.Tensor, previous_ids: torch.Tensor | None = Non
         logits = top_k_filter(logits, top_k)
     if top_p is not None:
         logits = top_p_filter(logits, top_p)
+    if min_p is not None:
+        logits = min_p_filter(logits, min_p)
     return logits
 
 
@@ -189,7 +208,7 @@ def _is_ragged(input_ids) -> bool:
 def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, repetition_penalty: float | None = None,
              eos_id: int | None = None, generator: torch.Generator | None = None, use_cache: bool = True,
-             pad_id: int | None = None):
+             pad_id: int | None = None, min_p: float | None = None):
     """Continue each prompt by up to ``max_new_tokens`` tokens.
 
     ``input_ids``: one prompt (a list of ints), a batch [B, T0] of prompts of
@@ -203,6 +222,9 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
     output. A row that emits ``eos_id`` keeps it and is then padded with
     ``pad_id`` (default ``eos_id``); generation stops once every row has finished.
 
+    ``min_p`` (optional) keeps the tokens at least that fraction as likely as
+    the top one (``min_p_filter``), after top-k and top-p.
+
     ``use_cache=True`` reads the prompt once and then feeds one token per step;
     ``use_cache=False`` re-reads the whole sequence every step: quadratic cost,
     the same logits up to float rounding, so the same seed draws the same
@@ -211,7 +233,7 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
     max_new_tokens = _check_count("max_new_tokens", max_new_tokens, 0)
     # Run the processors once on a dummy row: a bad setting fails now, not mid-generation.
     process_logits(torch.zeros(1, 1), torch.zeros(1, 0, dtype=torch.long), temperature, top_k, top_p,
-                   repetition_penalty)
+                   repetition_penalty, min_p)
     ragged = _is_ragged(input_ids)
     if ragged:
         device = next(model.parameters()).device
@@ -231,7 +253,7 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
     for _ in range(max_new_tokens):
         logits = model(step_input, attention_mask=mask, kv_cache=cache, position_ids=step_positions,
                        logits_to_keep=1)[:, -1]  # [B, V]
-        logits = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty)
+        logits = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty, min_p)
         if temperature == 0:
             next_id = logits.argmax(dim=-1)  # no random draw: greedy uses no RNG
         else:

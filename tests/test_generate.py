@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from minillm.config import ModelConfig
 from minillm.generate import (
     apply_temperature, beam_search, distinct_n, generate, process_logits, repeated_ngram_fraction,
-    repetition_penalty, top_k_filter, top_p_filter,
+    min_p_filter, repetition_penalty, top_k_filter, top_p_filter,
 )
 from minillm.loss import sequence_log_prob
 from minillm.model import Transformer
@@ -93,6 +93,27 @@ def test_top_p_set_is_the_smallest_that_reaches_p(values, p):
     assert mass >= p - 1e-9  # reaches p ...
     assert mass - probs[kept].min().item() < p + 1e-9  # ... and would not without its least likely member
     assert probs[kept].min() >= probs[~kept].max() if (~kept).any() else True  # the most probable ones
+
+
+def test_min_p_keeps_tokens_at_least_p_times_the_top_probability():
+    logits = torch.tensor([[2.0, 1.0, 0.0, -3.0], [0.0, 0.0, 0.0, 0.0]])
+    probs = logits.softmax(-1)
+    for p in (0.0, 0.1, 0.3, 0.5, 1.0):
+        kept = min_p_filter(logits, p) > -INF
+        assert torch.equal(kept, probs >= p * probs.max(-1, keepdim=True).values)
+        assert kept[:, 0].all() and kept[1].all()  # the top token; a flat row keeps all
+    assert torch.equal(min_p_filter(logits, 0.0), logits)
+    assert min_p_filter(logits, 0.3)[0].isfinite().tolist() == [True, True, False, False]
+
+
+def test_min_p_1_samples_the_greedy_tokens_and_min_p_0_changes_nothing():
+    model = micro_model()
+    greedy = greedy_decode(model, PROMPTS, 10)[:, PROMPTS.shape[1]:]
+    assert torch.equal(generate(model, PROMPTS, 10, min_p=1.0, generator=seeded()), greedy)
+    assert torch.equal(generate(model, PROMPTS, 10, min_p=0.0, generator=seeded(3)),
+                       generate(model, PROMPTS, 10, generator=seeded(3)))
+    with pytest.raises(ValueError, match="min_p"):
+        generate(model, PROMPTS, 3, min_p=1.5)
 
 
 def test_repetition_penalty_divides_positive_and_multiplies_negative_logits():
