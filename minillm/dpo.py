@@ -320,3 +320,80 @@ def evaluate_pairs(model, data: dict[str, torch.Tensor], beta: float = 0.1,
         out["margin"] = out["chosen_reward"] - out["rejected_reward"]
         out["correct"] = out["margin"] > 0
     return out
+
+
+# ---------------------------------------------------------- the dpo stage
+
+class LogMetrics:
+    """Trainer callback: adds ``DPOLoss``'s per-step metrics (reward accuracy,
+    margin, chosen/rejected rewards and log-probs) to each history record.
+
+    The Trainer saves a checkpoint before ``after_step`` runs, so a record
+    restored from a checkpoint lacks these metrics for the checkpoint's last
+    step (the weights and the loss are exact)."""
+
+    def __init__(self, loss_fn: DPOLoss):
+        self.loss_fn = loss_fn
+
+    def after_step(self, trainer, record: dict) -> None:
+        record.update(self.loss_fn.pop_metrics())
+
+
+#: The book's DPO recipe (``minillm.pipeline`` registers it as a ``Recipe``).
+#: Starts from the SFT model; options are ``DPOLoss``'s arguments.
+RECIPE = dict(
+    name="tinyworld-dpo", stage="dpo", parent="tinyworld-sft", model=None,
+    data=("dpo_train", "dpo_eval"), keep_best=False,
+    options=dict(beta=0.1, loss_type="sigmoid", label_smoothing=0.0, average=False),
+    train=dict(steps=120, batch_size=32, lr=1e-4, min_lr=1e-5, warmup_steps=10, weight_decay=0.0,
+               grad_clip=1.0, precision="fp32", eval_every=0, checkpoint_every=40, seed=0),
+    description="DPO on TinyWorld's 1,920 preference pairs (unknown people -> I don't know; known "
+                "people: the true answer over a wrong one or a refusal), sigmoid loss, beta 0.1, "
+                "summed log-probs, reference log-probs precomputed; 120 steps x 32 pairs (2 epochs)",
+    minutes=1.5,
+)
+
+
+def run_stage(recipe, parent: Path, out: Path, work: Path, verbose: bool, device: str) -> dict:
+    """The pipeline's ``dpo`` stage: DPO from the parent's weights.
+
+    Writes ``model.safetensors`` and ``history.json`` (one record per step,
+    with ``DPOLoss``'s metrics) into ``out``; checkpoints into ``work`` so an
+    interrupted run resumes. Returns facts for ``recipe.json``: the
+    reference-pass time and the evaluation pairs' reward accuracy and margin.
+    """
+    import json
+    import time
+
+    from minillm.checkpoint import load_model, save_model
+    from minillm.tokenizer import load_book_tokenizer
+    from minillm.train import Trainer
+
+    tokenizer, config = load_book_tokenizer(), recipe.train_config()
+    train_file, eval_file = recipe.data
+    policy = load_model(parent / "model.safetensors").to(device)
+    start = time.time()
+    # The parent is the reference: its log-probs are computed before the first update.
+    train = add_reference_log_probs(policy, encode_pairs(load_pairs(train_file), tokenizer))
+    held_out = add_reference_log_probs(policy, encode_pairs(load_pairs(eval_file), tokenizer))
+    reference_seconds = time.time() - start
+    loss_fn = DPOLoss(**recipe.options)
+    batches = PairBatches(train, config.batch_size * config.grad_accum, seed=config.seed)
+    partial = work / "partial.safetensors"
+    trainer = Trainer(policy, config, batches, loss_fn=loss_fn, callbacks=[LogMetrics(loss_fn)],
+                      checkpoint_path=partial, progress=verbose)
+    if partial.exists():  # a previous run was interrupted: continue it
+        trainer.load_checkpoint(partial)
+    threads = torch.get_num_threads()
+    if torch.device(device).type == "cpu":
+        torch.set_num_threads(1)  # small matrices: one thread is as fast, and never oversubscribes
+    try:
+        history = trainer.fit()
+    finally:
+        torch.set_num_threads(threads)
+    save_model(policy, out / "model.safetensors")
+    (out / "history.json").write_text(json.dumps(history))
+    scores = evaluate_pairs(policy, held_out, beta=loss_fn.beta)
+    return {"reference_seconds": round(reference_seconds, 1),
+            "eval_reward_accuracy": scores["correct"].float().mean().item(),
+            "eval_reward_margin": scores["margin"].mean().item()}

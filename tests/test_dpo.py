@@ -317,3 +317,34 @@ def test_reward_is_read_at_the_last_reply_token():
             assert torch.allclose(got[i], model.backbone(ids[i:i + 1, :n])[0, -1, 0], atol=1e-5)
     with pytest.raises(ValueError, match="every row needs a reply"):
         model(ids, torch.full_like(labels, IGNORE_INDEX))
+
+
+# ------------------------------------------------------------- the stage
+
+def test_stage_trains_logs_metrics_and_resumes(tmp_path):
+    from minillm.checkpoint import load_model, save_model
+    from minillm.train import TrainConfig
+
+    parent, out, work = tmp_path / "parent", tmp_path / "out", tmp_path / "work"
+    for folder in (parent, out, work):
+        folder.mkdir()
+    save_model(tiny_model(0), parent / "model.safetensors")
+    config = dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1, weight_decay=0.0,
+                  eval_every=0, checkpoint_every=1, seed=0)
+    recipe = types.SimpleNamespace(train_config=lambda: TrainConfig(**config), data=("dpo_eval", "dpo_eval"),
+                                   options=dict(beta=0.1))
+    facts = dpo.run_stage(recipe, parent, out, work, verbose=False, device="cpu")
+    history = json.loads((out / "history.json").read_text())
+    assert [r["step"] for r in history] == [1, 2, 3]
+    assert {"reward_accuracy", "reward_margin", "chosen_logp", "rejected_logp"} <= set(history[0])
+    assert abs(history[0]["dpo_loss"] - 0.6931) < 1e-3  # the first step starts at the reference
+    assert 0 <= facts["eval_reward_accuracy"] <= 1
+    # A rerun finds the finished run's checkpoint in work/ and continues from it
+    # (here: nothing left to do), instead of training again from the parent.
+    out2 = tmp_path / "out2"
+    out2.mkdir()
+    dpo.run_stage(recipe, parent, out2, work, verbose=False, device="cpu")
+    resumed = json.loads((out2 / "history.json").read_text())
+    assert [r["loss"] for r in resumed] == [r["loss"] for r in history]
+    first, second = load_model(out / "model.safetensors"), load_model(out2 / "model.safetensors")
+    assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
