@@ -408,7 +408,7 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
 
     from minillm import tinyworld
     from minillm.checkpoint import load_model, save_model
-    from minillm.pipeline import one_thread_on_cpu
+    from minillm.train import one_thread_on_cpu
     from minillm.tokenizer import load_book_tokenizer
     from minillm.train import Trainer
 
@@ -434,7 +434,7 @@ def run_grpo(recipe, parent: Path, out: Path, work: Path, verbose: bool, device:
 
     from minillm import tinyworld
     from minillm.checkpoint import load_model, save_model
-    from minillm.pipeline import one_thread_on_cpu
+    from minillm.train import one_thread_on_cpu
     from minillm.tokenizer import load_book_tokenizer
 
     tokenizer = load_book_tokenizer()

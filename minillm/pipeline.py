@@ -41,16 +41,17 @@ from pathlib import Path
 import torch
 
 from minillm import seed_everything
-from minillm.cache import atomic_folder, cache_root, file_lock
+from minillm.cache import SHIPPED_DIR, atomic_folder, cache_root, file_lock, ship, shipped_folder
 from minillm.checkpoint import load_weights, save_model
 from minillm.config import ModelConfig
 from minillm.data import pack_texts
+from minillm.grpo import run_cold_start, run_grpo
 from minillm.model import Transformer
 from minillm.train import TrainConfig, Trainer, one_thread_on_cpu
 
 #: Bump when the code that turns a recipe into weights changes meaning.
 PIPELINE_VERSION = 2
-STAGE_NAMES = ("pretrain", "sft", "dpo", "grpo")
+STAGE_NAMES = ("pretrain", "sft", "dpo", "cold_start", "grpo")
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,41 @@ TINYWORLD_SFT = register(Recipe(
 ))
 
 
+# Chapter 15's settings (measured on 2 busy CPU cores; see the chapter).
+COLD_STEPS, GRPO_STEPS, GRPO_P, GRPO_LR, GRPO_HIGH_LR = 300, 40, 8, 3e-5, 1e-3
+
+#: Chapter 15's cold start: SFT of the base model on worked addition traces
+#: (loss on the trace and <|end|> only). Deliberately short: it teaches the
+#: format and part of the arithmetic, and leaves room for RL.
+REASONING_SFT = register(Recipe(
+    name="tinyworld-reasoning-sft",
+    stage="cold_start",
+    parent="tinyworld-base",
+    description="tinyworld-base fine-tuned on reasoning_train's worked traces (completion-only loss), "
+                f"{COLD_STEPS} steps x 32 problems, lr 1e-3",
+    model=None,
+    train=dict(steps=COLD_STEPS, batch_size=32, lr=1e-3, min_lr=1e-4, warmup_steps=20, weight_decay=0.0,
+               grad_clip=1.0, precision="fp32", eval_every=0, checkpoint_every=50, seed=0),
+    data=("reasoning_train",),
+    keep_best=False,
+    options={"tag_weight": 1.0},
+    minutes=1.5,
+))
+
+#: Chapter 15's GRPO runs from the cold start: three seeds of the book's
+#: settings, and one with a learning rate high enough to collapse.
+GRPO_OPTIONS = dict(steps=GRPO_STEPS, prompts_per_step=GRPO_P, group_size=8, lr=GRPO_LR, beta=0.0, epsilon=0.2,
+                    loss_type="dapo", temperature=1.0, max_new_tokens=64)
+for _name, _options in [("tinyworld-grpo", {"seed": 0}), ("tinyworld-grpo-seed1", {"seed": 1}),
+                        ("tinyworld-grpo-seed2", {"seed": 2}),
+                        ("tinyworld-grpo-high-lr", {"seed": 0, "lr": GRPO_HIGH_LR})]:
+    register(Recipe(name=_name, stage="grpo", parent="tinyworld-reasoning-sft", model=None,
+                    train=dict(seed=_options["seed"]), data=("reasoning_train",), keep_best=False,
+                    options={**GRPO_OPTIONS, **_options},
+                    description=f"GRPO from tinyworld-reasoning-sft: {({**GRPO_OPTIONS, **_options})}",
+                    minutes=4.0))
+
+
 def get_recipe(name: str | Recipe) -> Recipe:
     if isinstance(name, Recipe):
         return name
@@ -214,6 +250,9 @@ def build(name: str | Recipe, verbose: bool = False, device: str = "cpu") -> Pat
     folder = folder_of(recipe)
     if (folder / "model.safetensors").exists():
         return folder
+    shipped = shipped_folder(folder.name)  # the book's own copy, if this exact recipe was shipped
+    if shipped is not None:
+        return shipped
     parent = build(recipe.parent, verbose, device) if recipe.parent else None
     lock = folder.with_name(folder.name + ".lock")
     if verbose:
@@ -323,7 +362,7 @@ def run_sft(recipe: Recipe, parent: Path | None, out: Path, work: Path, verbose:
 
 
 #: stage name -> the function that trains it (see the module docstring).
-STAGES = {"pretrain": run_pretrain, "sft": run_sft}
+STAGES = {"pretrain": run_pretrain, "sft": run_sft, "cold_start": run_cold_start, "grpo": run_grpo}
 
 
 def _say(message: str) -> None:
@@ -338,6 +377,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("recipes", nargs="*", help="recipe names (default: every registered recipe)")
     parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    parser.add_argument("--ship", action="store_true",
+                        help="copy the built models into data/zoo/ (the book's shipped checkpoints)")
     args = parser.parse_args(argv)
     if args.list:
         for recipe in RECIPES.values():
@@ -350,6 +391,8 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(error))
         info = json.loads((folder / "recipe.json").read_text())
         print(f"{name}: {folder} ({info['train_seconds']} s)")
+        if args.ship and folder.parent != SHIPPED_DIR:
+            print(f"  shipped to {ship(folder)}")
     return 0
 
 
