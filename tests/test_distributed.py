@@ -51,6 +51,16 @@ def test_ring_collectives_equal_torch():
         assert out["builtin"]["reduce_scatter"] == out["chunk"]
 
 
+def test_ring_on_three_ranks_sends_the_formula():
+    """N = 3: chunks are padded to ceil(n / 3) elements, and the sums are added in
+    another order than gloo's, so they agree to rounding, not bit for bit."""
+    for out in launch(collectives_demo, 3, timeout=240):
+        for row in out["rows"]:
+            padded = 4 * 3 * -(-row["numel"] // 3)
+            assert row["sent"] == ring_bytes(padded, 3) and row["max_diff"] < 1e-5
+        assert out["all_gather(chunk)"][:8] == out["all_reduce"]
+
+
 def test_ring_bytes_formula():
     assert ring_bytes(1000, 4) == 1500 and ring_bytes(1000, 4, "all_gather") == 750
     assert ring_bytes(1000, 1) == 0
