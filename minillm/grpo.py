@@ -301,7 +301,7 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: list[dict], config: 
             if config.grad_clip is not None:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
-            stats = {"loss": float(loss), **info}
+            stats = {"loss": float(loss.detach()), **info}
         record = {"step": step + 1, "reward": float(batch["total"].mean()),
                   "format": float(batch["format"].mean()), "accuracy": float(batch["accuracy"].mean()),
                   "length": float(batch["lengths"].float().mean()),

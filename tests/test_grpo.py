@@ -1,4 +1,5 @@
 """GRPO: advantages, the KL estimator, the loss against trl, batching, the loop."""
+import dataclasses
 from collections import defaultdict
 from types import SimpleNamespace
 
@@ -148,3 +149,44 @@ def test_completion_log_probs_match_unpadded_scoring():
         assert torch.allclose(logp[i, :len(o)], alone, atol=1e-5)
         assert torch.all(logp[i, len(o):] == 0)
     assert batch["completion_mask"].tolist() == [[1, 1, 0], [1, 1, 1]]
+
+
+# ----------------------------------------------------------------- the loop
+
+def _problems():
+    return [{"question": f"What is {a} + {b}?", "answer": a + b} for a in range(1, 5) for b in range(1, 4)]
+
+
+def test_train_grpo_records_dynamics_and_resumes_exactly(tmp_path):
+    from minillm.tokenizer import load_book_tokenizer
+
+    tokenizer = load_book_tokenizer()
+
+    def fresh():
+        torch.manual_seed(0)
+        return Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, d_model=32, n_layers=1, n_heads=2,
+                                       n_kv_heads=1, d_ff=64, max_seq_len=64))
+
+    config = grpo.GRPOConfig(steps=3, prompts_per_step=2, group_size=3, max_new_tokens=6, lr=1e-2,
+                             checkpoint_every=2)
+    straight = fresh()
+    history = grpo.train_grpo(straight, tokenizer, _problems(), config)
+    assert [r["step"] for r in history] == [1, 2, 3]
+    assert {"reward", "format", "accuracy", "length", "zero_std", "group_std", "kl", "loss"} <= set(history[0])
+    # An untrained model never writes the format: every group is all zeros, so no gradient.
+    assert all(r["zero_std"] == 1.0 and r["loss"] == 0.0 for r in history)
+
+    path = tmp_path / "grpo.safetensors"
+    first = fresh()
+    grpo.train_grpo(first, tokenizer, _problems(), dataclasses.replace(config, steps=2), checkpoint_path=path)
+    resumed = fresh()
+    again = grpo.train_grpo(resumed, tokenizer, _problems(), config, checkpoint_path=path)
+    assert [r["step"] for r in again] == [1, 2, 3]
+    assert again[2]["length"] == history[2]["length"]  # the same samples as the straight run
+    for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_train_grpo_rejects_bad_problems():
+    with pytest.raises(ValueError, match="missing \\['answer'\\]"):
+        grpo.train_grpo(_tiny_model(), None, [{"question": "q"}], grpo.GRPOConfig())
