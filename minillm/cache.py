@@ -13,15 +13,29 @@ make the cache safe when several notebook kernels start at once:
   into place (``atomic_folder``): a folder that exists is complete.
 
 Where: ``<repo>/.cache/`` (gitignored), or ``$MINILLM_CACHE``.
+
+Shipped models. The book also ships the trained models of its default recipes
+in ``data/zoo/<name>-<key>/`` (a few MB each), so that a reader in Colab or a
+CI run loads them in a second instead of training for minutes. They are found
+by the same name and key, so a shipped folder is used only while the code and
+data that made it are unchanged; each file is checked against the SHA-256 in
+``data/zoo/manifest.json`` before use (``shipped_folder``), and
+``python -m minillm.pipeline --ship NAME`` writes one.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 
-from minillm import ROOT
+from minillm import DATA_DIR, ROOT
+
+#: Where the book's trained models are shipped, and their checksums.
+SHIPPED_DIR = DATA_DIR / "zoo"
+SHIPPED_FILES = ("model.safetensors", "history.json", "recipe.json")
 
 
 def cache_root() -> Path:
@@ -74,3 +88,41 @@ def atomic_folder(folder: Path):
     if folder.exists():  # an older copy (same key) loses to the new one
         shutil.rmtree(folder)
     os.replace(tmp, folder)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def shipped_folder(folder_name: str) -> Path | None:
+    """The shipped copy of a trained model (``data/zoo/<name>-<key>``), or None.
+
+    Raises ValueError if the folder is listed but a file's checksum does not
+    match the manifest: a corrupted or hand-edited shipped model must not be
+    loaded silently."""
+    folder = SHIPPED_DIR / folder_name
+    manifest_path = SHIPPED_DIR / "manifest.json"
+    if not (folder / "model.safetensors").exists() or not manifest_path.exists():
+        return None
+    listed = json.loads(manifest_path.read_text()).get(folder_name)
+    if listed is None:
+        return None
+    for name in SHIPPED_FILES:
+        if _sha256(folder / name) != listed.get(name):
+            raise ValueError(f"shipped model {folder / name} does not match its checksum in "
+                             f"{manifest_path}: delete the folder (it will be retrained) or "
+                             f"re-ship it with `python -m minillm.pipeline --ship`")
+    return folder
+
+
+def ship(folder: Path) -> Path:
+    """Copy a trained model's folder into ``data/zoo/`` and record its checksums."""
+    target = SHIPPED_DIR / folder.name
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SHIPPED_FILES:
+        shutil.copyfile(folder / name, target / name)
+    manifest_path = SHIPPED_DIR / "manifest.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
+    manifest[folder.name] = {name: _sha256(target / name) for name in SHIPPED_FILES}
+    manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
+    return target

@@ -208,7 +208,8 @@ class Trainer:
         ``language_model_loss``); micro-batches are weighted by ``batch_weight``.
     callbacks: objects with optional ``after_update(trainer)`` (right after each
         optimizer step) and ``after_step(trainer, record)`` (after that step's
-        evaluation and checkpoint), e.g. ``minillm.moe.RouterBiasUpdate()``.
+        evaluation, before its checkpoint, so what a callback adds to the record
+        is saved), e.g. ``minillm.moe.RouterBiasUpdate()``.
 
     ``history[i]`` has ``step`` (after the update, 1-based), ``lr``, ``loss``
     (weighted over the step's batch; over all ranks when distributed),
@@ -290,8 +291,7 @@ class Trainer:
 
     def fit(self, on_step=None) -> list[dict]:
         """Train until ``config.steps``; returns the history. ``on_step(trainer,
-        record)`` is called after every step (and after its checkpoint), after
-        the callbacks' ``after_step``."""
+        record)`` is called after every step, after its checkpoint."""
         cfg = self.config
         self.model.train()
         rank, _ = _distributed()
@@ -304,11 +304,11 @@ class Trainer:
             self.history.append(record)
             bar.update(1)
             bar.set_postfix(loss=f"{record['loss']:.3f}", refresh=False)
+            for callback in self.callbacks:  # before the checkpoint, so what they add to
+                if hasattr(callback, "after_step"):  # the record is saved with it
+                    callback.after_step(self, record)
             if self.checkpoint_path and (last or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0)):
                 self.save_checkpoint(self.checkpoint_path)
-            for callback in self.callbacks:
-                if hasattr(callback, "after_step"):
-                    callback.after_step(self, record)
             if on_step is not None:
                 on_step(self, record)
         bar.close()

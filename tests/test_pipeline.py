@@ -172,3 +172,25 @@ def test_an_interrupted_stage_resumes_from_its_work_folder(cache, monkeypatch):
     assert [r["step"] for r in zoo.history(recipe)] == [1, 2, 3, 4] and not work.exists()
     for (k, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), k
+
+
+def test_a_shipped_model_is_loaded_and_checked(cache, tmp_path, monkeypatch):
+    """data/zoo holds the book's trained models: found by name and key, checked by SHA-256."""
+    from minillm import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "SHIPPED_DIR", tmp_path / "shipped")
+    recipe = zoo.Recipe(**MICRO)
+    trained = zoo.path(recipe)
+    shipped = cache_module.ship(trained)
+    assert shipped.name == trained.name and (tmp_path / "shipped" / "manifest.json").exists()
+    import shutil
+    shutil.rmtree(trained)  # no cached copy left: the shipped one must be used, not retrained
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the shipped model was trained again")
+
+    monkeypatch.setitem(pipeline.STAGES, "pretrain", no_training)
+    assert zoo.path(recipe) == shipped
+    (shipped / "history.json").write_text("[]")  # tampered with
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        zoo.load(recipe)
