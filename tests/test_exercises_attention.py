@@ -139,3 +139,57 @@ def test_kv_cache_bytes(capsys):
     with pytest.raises(ExerciseNotImplemented):
         check_kv_cache_bytes(stub)
     assert math.isclose(kv_cache_bytes(32, 32, 128, 4096, 1, 2), 2 ** 31)
+
+
+# --- the idea exercises (chapter 4 after the review) ---------------------------
+
+from minillm.exercises.attention import (check_mispaired_heads, check_mla_cache_bytes,  # noqa: E402
+                                         check_score_scale, check_sliding_window_mask)
+
+
+def test_score_scale(capsys):
+    accepts(check_score_scale, lambda d, vq, vk: 1 / math.sqrt(d * vq * vk), capsys)
+    with pytest.raises(ExerciseError, match="unit"):
+        check_score_scale(lambda d, vq, vk: 1 / math.sqrt(d))
+    with pytest.raises(ExerciseError, match="square roots"):
+        check_score_scale(lambda d, vq, vk: 1 / math.sqrt(d) / (vq * vk))
+    with pytest.raises(ExerciseNotImplemented):
+        check_score_scale(stub)
+
+
+def window(T, w, extra=0):
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    return (j <= i) & (i - j < w + extra)
+
+
+def test_sliding_window_mask(capsys):
+    accepts(check_sliding_window_mask, window, capsys)
+    with pytest.raises(ExerciseError, match="off by one"):
+        check_sliding_window_mask(lambda T, w: window(T, w, 1))
+    with pytest.raises(ExerciseError, match="inverted"):
+        check_sliding_window_mask(lambda T, w: ~window(T, w))
+    with pytest.raises(ExerciseError, match="boolean"):
+        check_sliding_window_mask(lambda T, w: window(T, w).int())
+    with pytest.raises(ExerciseNotImplemented):
+        check_sliding_window_mask(stub)
+
+
+def test_mispaired_heads(capsys):
+    accepts(check_mispaired_heads,
+            lambda H, K: sum(h % K != h // (H // K) for h in range(H)), capsys)
+    with pytest.raises(ExerciseError, match="not always half"):
+        check_mispaired_heads(lambda H, K: H // 2)
+    with pytest.raises(ExerciseNotImplemented):
+        check_mispaired_heads(stub)
+
+
+def test_mla_cache_bytes(capsys):
+    def right(L, r, d_rope, T, B, n):
+        return L * (r + d_rope) * T * B * n
+    accepts(check_mla_cache_bytes, right, capsys)
+    with pytest.raises(ExerciseError, match="factor 2"):
+        check_mla_cache_bytes(lambda *a: 2 * right(*a))
+    with pytest.raises(ExerciseError, match="RoPE"):
+        check_mla_cache_bytes(lambda L, r, d_rope, T, B, n: L * r * T * B * n)
+    with pytest.raises(ExerciseNotImplemented):
+        check_mla_cache_bytes(stub)

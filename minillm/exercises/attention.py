@@ -1,7 +1,10 @@
 """Checkers for the exercises of chapter 4 (attention).
 
-Notebook 1: ``softmax_jacobian``, ``causal_attention``, ``masked_softmax``.
-Notebook 2: ``split_heads``, ``repeat_kv``, ``kv_cache_bytes``.
+Notebook 1: ``score_scale``, ``sliding_window_mask``, ``masked_softmax``.
+Notebook 2: ``mispaired_heads``, ``mla_cache_bytes``, ``repeat_kv``.
+(``softmax_jacobian``, ``causal_attention``, ``split_heads`` and
+``kv_cache_bytes`` were earlier exercises; their checkers stay for courses
+that still assign them.)
 
 Each checker runs the reader's function on small random tensors (seeded, so a
 message is reproducible), compares with PyTorch's own answer, and, when the
@@ -14,7 +17,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from minillm.exercises import ExerciseError, call, expect_close, passed
+from minillm.exercises import ExerciseError, call, expect_close, expect_number, passed
 
 
 def _as_tensor(got, what: str, shape: tuple[int, ...]) -> torch.Tensor:
@@ -189,3 +192,107 @@ def check_kv_cache_bytes(kv_cache_bytes) -> None:
             raise ExerciseError(f"{what}: you counted elements; multiply by bytes_per_element")
         expect_close(value, want, what, rel=1e-12)
     passed("2 × layers × kv_heads × head_dim × tokens × batch × bytes: 2 GiB for one 4096-token Llama-2-7B sequence in fp16")
+
+
+# --- notebook 1, idea exercises -------------------------------------------------
+
+def check_score_scale(score_scale) -> None:
+    """score_scale(d_k, var_q, var_k) -> c with Var(c q.k) = 1 for independent,
+    mean-0 entries of variances var_q and var_k: c = 1 / sqrt(d_k var_q var_k)."""
+    for d_k, var_q, var_k in ((64, 1.0, 1.0), (16, 4.0, 1.0), (128, 0.25, 9.0), (8, 2.0, 0.5)):
+        what = f"score_scale(d_k={d_k}, var_q={var_q}, var_k={var_k})"
+        got = expect_number(call(score_scale, d_k, var_q, var_k), what)
+        want = 1 / math.sqrt(d_k * var_q * var_k)
+        if math.isclose(got, want, rel_tol=1e-6):
+            continue
+        if math.isclose(got, 1 / math.sqrt(d_k), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: you returned 1/sqrt(d_k), which is right only for unit "
+                                f"variances; each product q_m k_m has variance var_q * var_k")
+        if math.isclose(got, 1 / math.sqrt(d_k) / (var_q * var_k), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: you divided by the variances; a scale c multiplies "
+                                f"the variance by c^2, so divide by their square roots")
+        if math.isclose(got, 1 / (d_k * var_q * var_k), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: you divided by the variance of q.k; the scale must "
+                                f"divide by its standard deviation (Var(c x) = c^2 Var(x))")
+        raise ExerciseError(f"{what}: expected {want:.6g}, got {got:.6g}")
+    passed("Var(q·k) = d_k var_q var_k, so c = 1/sqrt(d_k var_q var_k); 1/sqrt(d_k) assumes unit variances")
+
+
+def _window_reference(T: int, window: int) -> torch.Tensor:
+    i = torch.arange(T)[:, None]
+    j = torch.arange(T)[None, :]
+    return (j <= i) & (i - j < window)
+
+
+def check_sliding_window_mask(sliding_window_mask) -> None:
+    """sliding_window_mask(T, window) -> bool [T, T]: query i may attend key j
+    when j <= i and i - j < window (the query itself and window - 1 before it)."""
+    for T, window in ((6, 3), (5, 1), (8, 4), (4, 10)):
+        what = f"sliding_window_mask(T={T}, window={window})"
+        got = call(sliding_window_mask, T, window)
+        if not isinstance(got, torch.Tensor):
+            raise ExerciseError(f"{what}: expected a torch.Tensor, got {type(got).__name__}")
+        if tuple(got.shape) != (T, T):
+            raise ExerciseError(f"{what}: expected shape {(T, T)}, got {tuple(got.shape)}")
+        if got.dtype != torch.bool:
+            raise ExerciseError(f"{what}: expected a boolean mask (True = may attend), got {got.dtype}")
+        want = _window_reference(T, window)
+        if torch.equal(got, want):
+            continue
+        if torch.equal(got, _window_reference(T, window + 1)):
+            raise ExerciseError(f"{what}: off by one; a window of {window} keys is the query "
+                                f"itself and the {window - 1} before it (i - j < window)")
+        if torch.equal(got, _window_reference(T, window) | _window_reference(T, window).T):
+            raise ExerciseError(f"{what}: your mask lets queries see future keys; keep j <= i")
+        if torch.equal(got, ~want):
+            raise ExerciseError(f"{what}: True must mean 'may attend'; your mask is inverted")
+        raise ExerciseError(f"{what}: expected\n{want.int()}\ngot\n{got.int()}")
+    passed("each query sees itself and the window - 1 keys before it; a window >= T is the causal mask")
+
+
+# --- notebook 2, idea exercises -------------------------------------------------
+
+def check_mispaired_heads(mispaired_heads) -> None:
+    """mispaired_heads(n_heads, n_kv_heads) -> how many query heads ``.repeat``
+    (tiling) pairs with a different kv head than repeat_interleave."""
+    cases = ((8, 2), (32, 8), (64, 8), (28, 4), (8, 1), (8, 8), (12, 3))
+    for H, K in cases:
+        groups = H // K
+        want = sum(1 for h in range(H) if h % K != h // groups)
+        what = f"mispaired_heads(n_heads={H}, n_kv_heads={K})"
+        got = expect_number(call(mispaired_heads, H, K), what)
+        if got == want:
+            continue
+        if got == H // 2 and want != H // 2:
+            raise ExerciseError(f"{what}: it is not always half; compare h % n_kv_heads (what "
+                                f".repeat gives head h) with h // (n_heads // n_kv_heads)")
+        if got == H - want:
+            raise ExerciseError(f"{what}: you counted the heads that are paired correctly")
+        raise ExerciseError(f"{what}: expected {want}, got {got:g}")
+    passed("tiling gives head h kv head h % K, interleaving h // (H/K): 4 of 8 for K = 2, "
+           "28 of 32 for Llama 3 8B, none for MQA or MHA")
+
+
+def check_mla_cache_bytes(mla_cache_bytes) -> None:
+    """mla_cache_bytes(n_layers, kv_lora_rank, rope_dim, seq_len, batch, bytes_per_number):
+    MLA caches one latent (kv_lora_rank) and one shared RoPE key (rope_dim) per
+    token and layer, no separate keys and values."""
+    cases = ((61, 512, 64, 4096, 1, 2), (27, 512, 64, 1000, 3, 2), (4, 32, 8, 100, 2, 4))
+    for L, r, d_rope, T, B, nbytes in cases:
+        what = (f"mla_cache_bytes(n_layers={L}, kv_lora_rank={r}, rope_dim={d_rope}, "
+                f"seq_len={T}, batch={B}, bytes_per_number={nbytes})")
+        got = expect_number(call(mla_cache_bytes, L, r, d_rope, T, B, nbytes), what)
+        want = L * (r + d_rope) * T * B * nbytes
+        if got == want:
+            continue
+        if got == 2 * want:
+            raise ExerciseError(f"{what}: you doubled it as for keys and values; MLA caches one "
+                                f"latent from which both are reconstructed, so no factor 2")
+        if got == L * r * T * B * nbytes:
+            raise ExerciseError(f"{what}: you left out the decoupled RoPE key (rope_dim numbers "
+                                f"per token and layer, shared by all heads)")
+        if got == want // nbytes:
+            raise ExerciseError(f"{what}: that is the count of numbers; multiply by bytes_per_number")
+        raise ExerciseError(f"{what}: expected {want:,}, got {got:,.0f}")
+    passed("(kv_lora_rank + rope_dim) numbers per token and layer: DeepSeek-V3 caches 576 "
+           "where 128 full heads would cache 40,960")
