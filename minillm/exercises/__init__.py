@@ -40,9 +40,14 @@ def call(fn: Callable, *args: Any, **kwargs: Any) -> Any:
 
 
 def expect_number(value: Any, what: str) -> float:
-    """``value`` as a float; ExerciseError naming ``what`` if it is not a number."""
+    """``value`` as a float; ExerciseError naming ``what`` if it is not one number
+    (a one-element tensor counts; a longer tensor gets its own hint)."""
+    shape = getattr(value, "shape", None)
+    if shape is not None and getattr(value, "numel", lambda: 1)() != 1:
+        raise ExerciseError(f"{what}: expected one number (e.g. a mean), "
+                            f"got a tensor of shape {tuple(shape)}")
     try:
-        return float(value)
+        return float(value.detach() if hasattr(value, "detach") else value)
     except (TypeError, ValueError):
         raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
 

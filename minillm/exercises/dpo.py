@@ -5,19 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from minillm.dpo import dpo_loss
-from minillm.exercises import ExerciseError, call, expect_close, expect_tensor, passed
-
-
-def _number(value, what: str) -> float:
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise ExerciseError(f"{what}: expected one number (the mean over pairs), "
-                                f"got a tensor of shape {tuple(value.shape)}")
-        return float(value.detach())
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
+from minillm.exercises import ExerciseError, expect_number, call, expect_close, expect_tensor, passed
 
 
 def check_completion_log_prob(completion_log_prob) -> None:
@@ -30,7 +18,7 @@ def check_completion_log_prob(completion_log_prob) -> None:
         what = f"completion_log_prob(logits [{T}, {V}], ids [{T}], prompt_len={prompt_len})"
         logp = logits.log_softmax(-1)
         want = sum(logp[t - 1, ids[t]] for t in range(prompt_len, T)).item()
-        got = _number(call(completion_log_prob, logits.clone(), ids.clone(), prompt_len), what)
+        got = expect_number(call(completion_log_prob, logits.clone(), ids.clone(), prompt_len), what)
         unshifted = sum(logp[t, ids[t]] for t in range(prompt_len, T)).item()
         with_prompt = sum(logp[t - 1, ids[t]] for t in range(1, T)).item()
         probs = sum(logp[t - 1, ids[t]].exp() for t in range(prompt_len, T)).item()
@@ -55,7 +43,7 @@ def check_dpo_sigmoid_loss(dpo_sigmoid_loss) -> None:
         logps = [-20 * torch.rand(B, generator=gen, dtype=torch.float64) for _ in range(4)]
         what = f"dpo_sigmoid_loss(4 x [{B}] log-probs, beta={beta})"
         want = dpo_loss(*logps, beta=beta)[0].mean().item()
-        got = _number(call(dpo_sigmoid_loss, *[x.clone() for x in logps], beta), what)
+        got = expect_number(call(dpo_sigmoid_loss, *[x.clone() for x in logps], beta), what)
         c, r, rc, rr = logps
         no_reference = (-F.logsigmoid(beta * (c - r))).mean().item()
         flipped = (-F.logsigmoid(-beta * ((c - rc) - (r - rr)))).mean().item()

@@ -7,27 +7,20 @@ import math
 
 import numpy as np
 
-from minillm.exercises import ExerciseError, call, expect_close, passed
+from minillm.exercises import ExerciseError, expect_number, call, expect_close, passed
 from minillm.info import entropy, kl_divergence, perplexity_from_log_probs
-
-
-def _number(value, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
 
 
 def check_entropy_bits(entropy_bits) -> None:
     """``entropy_bits(p)``: the entropy in bits of p, a list of probabilities."""
-    got = _number(call(entropy_bits, [0.5, 0.5]), "entropy_bits([0.5, 0.5])")
+    got = expect_number(call(entropy_bits, [0.5, 0.5]), "entropy_bits([0.5, 0.5])")
     if math.isclose(got, math.log(2), rel_tol=1e-6):
         raise ExerciseError(f"entropy_bits([0.5, 0.5]) should be 1.0 bit, got {got:.4f}: "
                             "that is the answer in nats; did you use the natural log instead of log2?")
     if math.isclose(got, -1.0, rel_tol=1e-6):
         raise ExerciseError("entropy_bits([0.5, 0.5]) should be 1.0, got -1.0: entropy is MINUS sum p log p")
     expect_close(got, 1.0, "entropy_bits([0.5, 0.5]) (a fair coin)")
-    got = _number(call(entropy_bits, [1.0, 0.0]), "entropy_bits([1.0, 0.0])")
+    got = expect_number(call(entropy_bits, [1.0, 0.0]), "entropy_bits([1.0, 0.0])")
     if math.isnan(got):
         raise ExerciseError("entropy_bits([1.0, 0.0]) gave nan: 0 * log 0 counts as 0, so skip outcomes with p = 0")
     expect_close(got, 0.0, "entropy_bits([1.0, 0.0]) (a certain outcome)")
@@ -39,7 +32,7 @@ def check_entropy_bits(entropy_bits) -> None:
 def check_kl_divergence_bits(kl_divergence_bits) -> None:
     """``kl_divergence_bits(p, q)``: KL(p || q) in bits."""
     p, q = [0.5, 0.5], [0.9, 0.1]
-    got = _number(call(kl_divergence_bits, p, q), f"kl_divergence_bits({p}, {q})")
+    got = expect_number(call(kl_divergence_bits, p, q), f"kl_divergence_bits({p}, {q})")
     want = kl_divergence(p, q)
     if math.isclose(got, kl_divergence(q, p), rel_tol=1e-6):
         raise ExerciseError(f"kl_divergence_bits({p}, {q}) should be {want:.4f}, got {got:.4f}, which is "
@@ -52,7 +45,7 @@ def check_kl_divergence_bits(kl_divergence_bits) -> None:
                             "KL is never negative (Gibbs' inequality)")
     expect_close(got, want, f"kl_divergence_bits({p}, {q})")
     expect_close(call(kl_divergence_bits, [0.2, 0.8], [0.2, 0.8]), 0.0, "KL of a distribution with itself")
-    got = _number(call(kl_divergence_bits, [1.0, 0.0], [0.5, 0.5]), "kl_divergence_bits([1.0, 0.0], [0.5, 0.5])")
+    got = expect_number(call(kl_divergence_bits, [1.0, 0.0], [0.5, 0.5]), "kl_divergence_bits([1.0, 0.0], [0.5, 0.5])")
     if math.isnan(got):
         raise ExerciseError("kl_divergence_bits([1.0, 0.0], [0.5, 0.5]) gave nan: terms with p(x) = 0 contribute 0")
     expect_close(got, 1.0, "kl_divergence_bits([1.0, 0.0], [0.5, 0.5])")
@@ -67,7 +60,7 @@ def check_bits_per_byte(bits_per_byte) -> None:
     ppl, n_tokens, n_bytes = 8.0, 1000, 2500
     want = n_tokens * math.log2(ppl) / n_bytes  # 1.2
     what = f"bits_per_byte(ppl={ppl}, n_tokens={n_tokens}, n_bytes={n_bytes})"
-    got = _number(call(bits_per_byte, ppl, n_tokens, n_bytes), what)
+    got = expect_number(call(bits_per_byte, ppl, n_tokens, n_bytes), what)
     hints = [
         (math.log2(ppl) / n_bytes, "log2(ppl) is the cost of ONE token; the text has n_tokens of them"),
         (math.log2(ppl), "that is bits per TOKEN; divide the total bits of the text by its bytes"),

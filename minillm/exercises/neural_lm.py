@@ -9,14 +9,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from minillm.exercises import ExerciseError, expect_tensor, call, expect_close, passed
-
-
-def _number(value, what: str) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ExerciseError(f"{what}: expected a number, got {value!r}") from None
+from minillm.exercises import ExerciseError, expect_number, expect_tensor, call, expect_close, passed
 
 
 _tensor = expect_tensor  # shared with the other chapters' checkers
