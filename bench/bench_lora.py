@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import hashlib
 import json
 import math
 import random
@@ -47,10 +48,12 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minillm import tinyworld, zoo  # noqa: E402
+from minillm.checkpoint import load_model  # noqa: E402
 from minillm.chat import encode_chat, reply_text  # noqa: E402
 from minillm.generate import greedy  # noqa: E402
 from minillm.lora import ALL_LINEAR, ATTENTION, count_trainable, inject_lora  # noqa: E402
 from minillm.quant import Linear4bit, quantize_model  # noqa: E402
+from minillm.tokenizer import load_book_tokenizer  # noqa: E402
 
 IGNORE = -100
 SPLITS = ("sft_eval_seen", "sft_eval_heldout", "sft_eval_unknown")
@@ -60,12 +63,12 @@ TARGETS = {"all": ALL_LINEAR, "attn": ATTENTION, "qv": ("q_proj", "v_proj")}
 def runs(group: str) -> list[dict]:
     """The run specs of a group: method, lr, rank, targets, seed."""
     full = dict(method="full", lr=1e-3, r=0, targets="-")
-    lora = dict(method="lora", lr=3e-3, r=8, targets="all")
+    lora = dict(method="lora", lr=1e-2, r=8, targets="all")
     qlora = dict(lora, method="qlora")
     if group == "main":
         return [dict(spec, seed=s) for s in (0, 1, 2) for spec in (full, lora, qlora)]
     if group == "lr":
-        return ([dict(lora, lr=lr, seed=0) for lr in (3e-4, 1e-3, 1e-2)]
+        return ([dict(lora, lr=lr, seed=0) for lr in (1e-3, 3e-3, 3e-2)]
                 + [dict(full, lr=lr, seed=0) for lr in (3e-4, 3e-3)])
     if group == "rank":
         return [dict(lora, r=r, seed=0) for r in (1, 2, 4, 16, 32, 64)]
@@ -90,6 +93,14 @@ def batch_of(examples: list[tuple[list[int], list[bool]]], pad_id: int):
         x[row, :len(ids)] = t
         y[row, :len(ids)] = t.masked_fill(~torch.tensor(mask), IGNORE)
     return x, y
+
+
+def weights_sha(model) -> str:
+    """12 hex digits of a hash of the model's weights: which base a result came from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode() + tensor.detach().contiguous().numpy().tobytes())
+    return h.hexdigest()[:12]
 
 
 def build(base, spec: dict):
@@ -185,14 +196,19 @@ def main(argv=None) -> int:
     parser.add_argument("--eval-limit", type=int, default=None, help="questions per split (default all)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--seeds", type=int, nargs="*", default=None, help="only these seeds")
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods (full, lora, qlora)")
     parser.add_argument("--out", type=Path, default=ROOT / "chapters/13_lora_and_qlora/sft_runs.jsonl")
+    parser.add_argument("--base", type=Path, default=None,
+                        help="a model.safetensors to fine-tune instead of zoo.load('tinyworld-base')")
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args(argv)
     if args.summary:
         summary(args.out)
         return 0
     torch.set_num_threads(args.threads)
-    base, tokenizer = zoo.load("tinyworld-base")
+    base, tokenizer = zoo.load("tinyworld-base") if args.base is None else \
+        (load_model(args.base).eval(), load_book_tokenizer())
+    base_sha = weights_sha(base)
     examples = [encode_chat(r["messages"], tokenizer) for r in tinyworld.load("sft_train")]
     done = set()
     if args.out.exists():
@@ -200,12 +216,15 @@ def main(argv=None) -> int:
     specs = [s for group in args.only for s in runs(group)]
     if args.seeds is not None:
         specs = [s for s in specs if s["seed"] in args.seeds]
+    if args.methods is not None:
+        specs = [s for s in specs if s["method"] in args.methods]
     for spec in specs:
         if key(spec, args) in done:
             continue
         start = time.time()
         result = run(base, tokenizer, examples, spec, args)
         result["wall_seconds"] = round(time.time() - start, 1)
+        result["base_sha"] = base_sha
         with open(args.out, "a") as f:
             f.write(json.dumps(result) + "\n")
         print({k: result[k] for k in ("method", "targets", "r", "lr", "seed", "seen", "heldout", "unknown",
