@@ -158,10 +158,11 @@ def no_sync_demo(config: dict, micro_batches: int = 4, batch_size: int = 4, seq_
 
 
 def throughput(config: dict, steps: int = 30, batch_size: int = 16, seq_len: int = 64,
-               warmup: int = 5) -> dict:
+               warmup: int = 5, repeats: int = 1) -> dict:
     """On every rank (or alone, world size 1): time ``steps`` AdamW steps of a
     DDP model on this rank's share of global batches of ``batch_size``
-    sequences; returns this rank's seconds and the global tokens per second."""
+    sequences, ``repeats`` times after ``warmup`` steps; returns the global
+    tokens per second of each repeat, as this rank saw it."""
     import time
 
     from torch.nn.parallel import DistributedDataParallel as DDP
@@ -178,21 +179,23 @@ def throughput(config: dict, steps: int = 30, batch_size: int = 16, seq_len: int
     wrapped = DDP(model) if N > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     x = torch.randint(cfg.vocab_size, (batch_size // N, seq_len), device=device)
-    for i in range(warmup + steps):
-        if i == warmup:
-            dist.barrier()
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            start = time.perf_counter()
-        wrapped(x, labels=x)[1].backward()
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    dist.barrier()
-    seconds = time.perf_counter() - start
-    return {"rank": rank, "world_size": N, "seconds": seconds,
-            "tokens_per_s": steps * batch_size * seq_len / seconds, "device": str(device)}
+    def train(n):
+        for _ in range(n):
+            wrapped(x, labels=x)[1].backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    train(warmup)
+    rates = []
+    for _ in range(repeats):
+        dist.barrier()  # all ranks start the clock together
+        start = time.perf_counter()
+        train(steps)
+        dist.barrier()  # and stop it when the slowest is done
+        rates.append(steps * batch_size * seq_len / (time.perf_counter() - start))
+    return {"rank": rank, "world_size": N, "tokens_per_s": rates, "device": str(device)}
 
 
 def run_torchrun(args: list[str], nproc: int = 2, timeout: float = 300.0,
