@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from minillm import seed_everything
+from minillm import dpo, seed_everything
 from minillm.cache import SHIPPED_DIR, atomic_folder, cache_root, file_lock, ship, shipped_folder
 from minillm.checkpoint import load_weights, save_model
 from minillm.config import ModelConfig
@@ -172,6 +172,10 @@ TINYWORLD_SFT = register(Recipe(
     options={"eval_every": 25},
     minutes=1.5,
 ))
+
+
+#: Chapter 14's DPO from the SFT model (the recipe lives next to the loss, in minillm.dpo).
+TINYWORLD_DPO = register(Recipe(**dpo.RECIPE))
 
 
 # Chapter 15's settings (measured on 2 busy CPU cores; see the chapter).
@@ -362,7 +366,8 @@ def run_sft(recipe: Recipe, parent: Path | None, out: Path, work: Path, verbose:
 
 
 #: stage name -> the function that trains it (see the module docstring).
-STAGES = {"pretrain": run_pretrain, "sft": run_sft, "cold_start": run_cold_start, "grpo": run_grpo}
+STAGES = {"pretrain": run_pretrain, "sft": run_sft, "dpo": dpo.run_stage, "cold_start": run_cold_start,
+          "grpo": run_grpo}
 
 
 def _say(message: str) -> None:
