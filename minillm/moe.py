@@ -7,9 +7,11 @@
 
 Renormalising the top-k softmax probabilities is the same as a softmax over
 the k chosen logits (Mixtral, Jiang et al. 2024; also GShard's top-2). Switch
-(k = 1, Fedus et al. 2022) and DeepSeek keep the unrenormalised probability
+(k = 1, Fedus et al. 2022) and DeepSeek-V2 keep the unrenormalised probability
 (``router_norm_topk=False``): with k = 1 a renormalised gate is always 1, and
 the router would get no gradient from the language-model loss at all.
+(DeepSeek-V3 scores experts with a sigmoid and does normalise the chosen
+scores to sum to 1; this module's router is a softmax.)
 
 Dispatch is honest about compute: each expert runs only on the tokens routed
 to it (gather with ``index_select``, scatter back with ``index_add_``). With a
