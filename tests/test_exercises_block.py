@@ -137,3 +137,25 @@ def test_training_days_rejects_wrong_answers(wrong, hint):
 def test_training_days_stub():
     with pytest.raises(ExerciseNotImplemented, match="not implemented"):
         ex.check_training_days(stub)
+
+
+def test_qk_norm_max_weight(capsys):
+    import math
+
+    def right(D, S):
+        return 1 / (1 + (S - 1) * math.exp(-2 * math.sqrt(D)))
+    ex.check_qk_norm_max_weight(right)
+    assert "✓ correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="2 sqrt"):
+        ex.check_qk_norm_max_weight(lambda D, S: 1 / (1 + (S - 1) * math.exp(-math.sqrt(D))))
+    with pytest.raises(ExerciseNotImplemented):
+        ex.check_qk_norm_max_weight(stub)
+
+
+def test_fold_norm_gain(capsys):
+    ex.check_fold_norm_gain(lambda gain, w: w * gain[None, :])
+    assert "✓ correct" in capsys.readouterr().out
+    with pytest.raises(ExerciseError, match="rows"):
+        ex.check_fold_norm_gain(lambda gain, w: w * gain[:, None])
+    with pytest.raises(ExerciseNotImplemented):
+        ex.check_fold_norm_gain(stub)

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from minillm.config import ModelConfig, count_parameters
-from minillm.exercises import ExerciseError, expect_tensor, call, expect_close, passed
+from minillm.exercises import (ExerciseError, call, expect_close, expect_number, expect_tensor,
+                               passed)
 
 
 _tensor = expect_tensor  # shared with the other chapters' checkers
@@ -169,3 +170,48 @@ def check_training_days(training_days) -> None:
     expect_close(call(training_days, 1e9, 1e9, 1, 6e18 / 86400, 1.0), 1.0,
                  "training_days(1e9, 1e9, 1, 6e18 / 86400, 1.0) (6e18 FLOPs at 6e18 FLOPs per day)")
     passed(f"a 7B model on 2T tokens takes {want:.1f} days on 1024 GPUs at 40% utilization")
+
+
+# --- notebook 1, idea exercises (QK-norm, folding a norm's gain) -----------------
+
+def check_qk_norm_max_weight(qk_norm_max_weight) -> None:
+    """qk_norm_max_weight(head_dim, n_keys): the largest weight one key can get when
+    q and k are RMS-normalised (unit gains) before q.k / sqrt(head_dim): every
+    score lies in [-sqrt(D), sqrt(D)], so the best case is one key at +sqrt(D)
+    and the n_keys - 1 others at -sqrt(D)."""
+    for D, S in ((64, 2), (64, 1000), (16, 100), (128, 4096)):
+        what = f"qk_norm_max_weight(head_dim={D}, n_keys={S})"
+        got = expect_number(call(qk_norm_max_weight, D, S), what)
+        r = math.sqrt(D)
+        want = 1 / (1 + (S - 1) * math.exp(-2 * r))
+        if math.isclose(got, want, rel_tol=1e-6):
+            continue
+        if math.isclose(got, 1 / (1 + (S - 1) * math.exp(-r)), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: the other keys can score as low as -sqrt(D), not 0; "
+                                f"the gap between best and worst score is 2 sqrt(D)")
+        if math.isclose(got, 1 / (1 + (S - 1) * math.exp(-2 * D)), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: an RMS-normalised vector has norm sqrt(D), so "
+                                f"|q.k| <= D and the scaled score is at most sqrt(D), not D")
+        raise ExerciseError(f"{what}: expected {want:.6g}, got {got:.6g}")
+    passed("scores are confined to [-√D, √D] (unit gains): with D = 64 one key can take 99.99% "
+           "of the weight among 1,000 keys but at most 47% among 10 million")
+
+
+def check_fold_norm_gain(fold_norm_gain) -> None:
+    """fold_norm_gain(gain [d], weight [out, d]) -> W' with
+    x_hat @ W'.T == (x_hat * gain) @ weight.T: each input column j of W scaled by gain[j]."""
+    for seed, (d, out) in enumerate(((16, 16), (4, 3), (8, 5))):
+        g = torch.Generator().manual_seed(seed)
+        gain = torch.rand(d, generator=g, dtype=torch.float64) + 0.5
+        weight = torch.randn(out, d, generator=g, dtype=torch.float64)
+        what = f"fold_norm_gain(gain [{d}], weight [{out}, {d}])"
+        got = expect_tensor(call(fold_norm_gain, gain.clone(), weight.clone()), (out, d), what)
+        want = weight * gain[None, :]
+        if torch.allclose(got, want):
+            continue
+        if d == out and torch.allclose(got, weight * gain[:, None]):
+            raise ExerciseError(f"{what}: you scaled the rows (outputs); the gain multiplies "
+                                f"input feature j, which meets column j of the weight")
+        raise ExerciseError(f"{what}: Linear(W')(x_hat) must equal Linear(W)(x_hat * gain) "
+                            f"for every x_hat")
+    passed("W' = W * gain[None, :]: a norm's gain folds into the next layer's input columns")
