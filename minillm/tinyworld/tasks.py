@@ -187,7 +187,7 @@ def generate_files(config: TinyWorldConfig = TinyWorldConfig()) -> dict[str, lis
     # biographies for pretraining, a dev split of SFT people (early stopping
     # without touching the held-out people) and a wider SFT set of the others.
     rng = stage_rng(config, "sft_dev")
-    dev_names = {p.name for p in rng.sample(sft, config.n_sft_dev)}
+    dev_names = {p.name for p in rng.sample(sft, min(config.n_sft_dev, len(sft) // 2))}
     fullname = fullname_biographies(world, "pretrain_fullname", config.fullname_bios_per_person)
     stage_rng(config, "shuffle_fullname").shuffle(fullname)
     files["pretrain_fullname"] = fullname
