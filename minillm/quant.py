@@ -5,7 +5,8 @@ for every tensor): a *scale* per group of weights, chosen from the weights
 themselves, and a small set of levels the scaled weights are rounded to.
 
     absmax (symmetric):  q = round(x / s),  s = max|x| / (2^(b-1) - 1),  x ~ s q
-    zero-point (affine): q = round(x / s) + z,  s = (max - min) / (2^b - 1),  x ~ s (q - z)
+    zero-point (affine): q = round(x / s) + z,  s = (max - min) / (2^b - 1),
+                         x ~ s (q - z)
     codebook (4-bit):    q = argmin_k |x / s - code[k]|,  s = max|x|,  x ~ s code[q]
 
 Scales are per tensor, per output channel (``dim``) or per block of
@@ -22,6 +23,7 @@ byte, the first in the high nibble, as bitsandbytes) plus scales, and
 dequantizes it on the fly in forward: a frozen base for QLoRA
 (``minillm.lora`` wraps it like any linear layer).
 """
+
 from __future__ import annotations
 
 import torch
@@ -41,7 +43,9 @@ def absmax_quantize(x: torch.Tensor, bits: int = 8, dim: int | None = None):
     _check_bits(bits)
     qmax = 2 ** (bits - 1) - 1
     amax = x.abs().amax() if dim is None else x.abs().amax(dim=dim, keepdim=True)
-    scale = amax.float().clamp(min=1e-12) / qmax  # an all-zero group gets q = 0, not 0/0
+    scale = (
+        amax.float().clamp(min=1e-12) / qmax
+    )  # an all-zero group gets q = 0, not 0/0
     return torch.round(x / scale).clamp(-qmax, qmax).to(torch.int8), scale
 
 
@@ -53,7 +57,7 @@ def zeropoint_quantize(x: torch.Tensor, bits: int = 8, dim: int | None = None):
     """Affine: x -> (q uint8, scale, zero); x ~ scale * (q - zero), q in [0, 2^b - 1].
     Uses the whole range [min, max] even when it is lopsided (e.g. after a ReLU)."""
     _check_bits(bits)
-    qmax = 2 ** bits - 1
+    qmax = 2**bits - 1
     lo = x.amin() if dim is None else x.amin(dim=dim, keepdim=True)
     hi = x.amax() if dim is None else x.amax(dim=dim, keepdim=True)
     lo, hi = lo.float().clamp(max=0), hi.float().clamp(min=0)  # 0 must be representable
@@ -62,7 +66,9 @@ def zeropoint_quantize(x: torch.Tensor, bits: int = 8, dim: int | None = None):
     return (torch.round(x / scale) + zero).clamp(0, qmax).to(torch.uint8), scale, zero
 
 
-def zeropoint_dequantize(q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor) -> torch.Tensor:
+def zeropoint_dequantize(
+    q: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor
+) -> torch.Tensor:
     return (q.float() - zero) * scale
 
 
@@ -96,7 +102,9 @@ def nf4_codebook(offset: float = 0.9677083) -> torch.Tensor:
     def quantiles(n):  # linspace in float32 as bitsandbytes builds it, icdf in float64
         return normal.icdf(torch.linspace(offset, 0.5, n)[:-1].double())
 
-    values = torch.cat([quantiles(9), torch.zeros(1, dtype=torch.float64), -quantiles(8)]).float()
+    values = torch.cat(
+        [quantiles(9), torch.zeros(1, dtype=torch.float64), -quantiles(8)]
+    ).float()
     values = values.sort().values
     return values / values.max()
 
@@ -105,7 +113,7 @@ def fp4_codebook() -> torch.Tensor:
     """bitsandbytes' FP4 levels, sorted [15] in [-1, 1]: 1 sign, 2 exponent and
     1 mantissa bit; normal numbers 2^e (1 + m/2), e in 1..3, m in {0, 1}
     (2, 3, 4, 6, 8, 12), a subnormal 1/16 and 0; divided by 12."""
-    normal = [2.0 ** e * (1 + m / 2) for e in (1, 2, 3) for m in (0, 1)]
+    normal = [2.0**e * (1 + m / 2) for e in (1, 2, 3) for m in (0, 1)]
     magnitudes = torch.tensor([0.0, 0.0625] + normal) / 12
     return torch.cat([-magnitudes[1:].flip(0), magnitudes])
 
@@ -121,7 +129,7 @@ def dynamic_codebook() -> torch.Tensor:
     used for the double-quantized block scales."""
     data, exp_bits = [], 7
     for i in range(exp_bits):
-        edges = torch.linspace(0.1, 1, 2 ** i + 1)
+        edges = torch.linspace(0.1, 1, 2**i + 1)
         means = ((edges[:-1] + edges[1:]) / 2 * 10 ** (i - exp_bits + 1)).tolist()
         data += means + [-m for m in means]
     return torch.tensor(data + [0.0, 1.0]).sort().values
@@ -139,11 +147,15 @@ def quantize_codebook(x: torch.Tensor, code: torch.Tensor, blocksize: int = 64):
     return idx.to(torch.uint8), absmax
 
 
-def dequantize_codebook(idx: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, shape) -> torch.Tensor:
+def dequantize_codebook(
+    idx: torch.Tensor, absmax: torch.Tensor, code: torch.Tensor, shape
+) -> torch.Tensor:
     """Inverse of ``quantize_codebook``: code[idx] * absmax, as float32 of ``shape``."""
     if idx.dim() != 2 or idx.shape[0] != absmax.shape[0]:
-        raise ValueError(f"idx must be [n_blocks, blocksize] with n_blocks = len(absmax) = "
-                         f"{absmax.shape[0]}, got {tuple(idx.shape)}")
+        raise ValueError(
+            f"idx must be [n_blocks, blocksize] with n_blocks = len(absmax) = "
+            f"{absmax.shape[0]}, got {tuple(idx.shape)}"
+        )
     return from_blocks(code[idx.long()] * absmax[:, None], shape)
 
 
@@ -159,8 +171,12 @@ def unpack_4bit(packed: torch.Tensor, n: int) -> torch.Tensor:
     return torch.stack((packed >> 4, packed & 0xF), dim=1).reshape(-1)[:n]
 
 
-def bits_per_parameter(blocksize: int = 64, double_quant: bool = False, dq_blocksize: int = 256,
-                       bits: int = 4) -> float:
+def bits_per_parameter(
+    blocksize: int = 64,
+    double_quant: bool = False,
+    dq_blocksize: int = 256,
+    bits: int = 4,
+) -> float:
     """Stored bits per weight: ``bits`` + a float32 scale per block, or with double
     quantization an 8-bit scale per block + a float32 scale per ``dq_blocksize``
     scales (the one float32 offset per tensor is left out)."""
@@ -184,23 +200,39 @@ class Linear4bit(nn.Module):
     ``compute_dtype`` at every forward and dropped afterwards.
     """
 
-    def __init__(self, linear: nn.Linear, quant_type: str = "nf4", blocksize: int = 64,
-                 double_quant: bool = True, compute_dtype: torch.dtype = torch.float32):
+    def __init__(
+        self,
+        linear: nn.Linear,
+        quant_type: str = "nf4",
+        blocksize: int = 64,
+        double_quant: bool = True,
+        compute_dtype: torch.dtype = torch.float32,
+    ):
         super().__init__()
         if quant_type not in CODEBOOKS:
-            raise ValueError(f"quant_type must be one of {sorted(CODEBOOKS)}, got {quant_type!r}")
+            raise ValueError(
+                f"quant_type must be one of {sorted(CODEBOOKS)}, got {quant_type!r}"
+            )
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.quant_type, self.blocksize, self.double_quant = quant_type, blocksize, double_quant
+        self.quant_type, self.blocksize, self.double_quant = (
+            quant_type,
+            blocksize,
+            double_quant,
+        )
         self.compute_dtype, self.shape = compute_dtype, tuple(linear.weight.shape)
         code = CODEBOOKS[quant_type]().to(linear.weight.device)
         self.register_buffer("code", code, persistent=False)
         idx, absmax = quantize_codebook(linear.weight.detach(), code, blocksize)
-        n = linear.weight.numel()  # an odd n packs one padding code, that of 0.0, as bnb
-        self.register_buffer("packed", pack_4bit(idx.reshape(-1)[:n + n % 2]))
+        n = (
+            linear.weight.numel()
+        )  # an odd n packs one padding code, that of 0.0, as bnb
+        self.register_buffer("packed", pack_4bit(idx.reshape(-1)[: n + n % 2]))
         if double_quant:
             offset = absmax.mean()
-            qabsmax, absmax2 = quantize_codebook(absmax - offset, dynamic_codebook().to(absmax.device), 256)
-            self.register_buffer("qabsmax", qabsmax.reshape(-1)[:absmax.numel()])
+            qabsmax, absmax2 = quantize_codebook(
+                absmax - offset, dynamic_codebook().to(absmax.device), 256
+            )
+            self.register_buffer("qabsmax", qabsmax.reshape(-1)[: absmax.numel()])
             self.register_buffer("absmax2", absmax2)
             self.register_buffer("offset", offset)
         else:
@@ -209,18 +241,23 @@ class Linear4bit(nn.Module):
         self.register_buffer("bias", bias)
 
     def block_scales(self) -> torch.Tensor:
-        """The float32 absmax of every block [n_blocks] (rebuilt if double-quantized)."""
+        """Every block's float32 absmax [n_blocks] (rebuilt if double-quantized)."""
         if not self.double_quant:
             return self.absmax
         code = dynamic_codebook().to(self.qabsmax.device)
         idx = to_blocks(self.qabsmax, 256)
-        return dequantize_codebook(idx, self.absmax2, code, self.qabsmax.shape) + self.offset
+        return (
+            dequantize_codebook(idx, self.absmax2, code, self.qabsmax.shape)
+            + self.offset
+        )
 
     def dequantize(self) -> torch.Tensor:
         """The weight [out, in] in ``compute_dtype``."""
         n = self.out_features * self.in_features
         idx = to_blocks(unpack_4bit(self.packed, n), self.blocksize)
-        return dequantize_codebook(idx, self.block_scales(), self.code, self.shape).to(self.compute_dtype)
+        return dequantize_codebook(idx, self.block_scales(), self.code, self.shape).to(
+            self.compute_dtype
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.bias.to(x.dtype) if self.bias is not None else None
@@ -228,18 +265,30 @@ class Linear4bit(nn.Module):
 
     def nbytes(self) -> int:
         """Bytes of the stored weight: codes + scales (the bias not included)."""
-        names = ("packed", "qabsmax", "absmax2", "offset") if self.double_quant else ("packed", "absmax")
-        return sum(getattr(self, n).numel() * getattr(self, n).element_size() for n in names)
+        names = (
+            ("packed", "qabsmax", "absmax2", "offset")
+            if self.double_quant
+            else ("packed", "absmax")
+        )
+        return sum(
+            getattr(self, n).numel() * getattr(self, n).element_size() for n in names
+        )
 
     def extra_repr(self) -> str:
-        return (f"in={self.in_features}, out={self.out_features}, {self.quant_type}, "
-                f"blocksize={self.blocksize}, double_quant={self.double_quant}")
+        return (
+            f"in={self.in_features}, out={self.out_features}, {self.quant_type}, "
+            f"blocksize={self.blocksize}, double_quant={self.double_quant}"
+        )
 
 
 def _replace(model: nn.Module, kind: type, make, targets=None) -> nn.Module:
-    """Swap every ``kind`` module named by ``targets`` (suffixes; None: all) for make(it)."""
-    names = [n for n, m in model.named_modules() if isinstance(m, kind)
-             and (targets is None or any(n == t or n.endswith("." + t) for t in targets))]
+    """Swap each ``kind`` named by ``targets`` (suffixes; None: all) for make(it)."""
+    names = [
+        n
+        for n, m in model.named_modules()
+        if isinstance(m, kind)
+        and (targets is None or any(n == t or n.endswith("." + t) for t in targets))
+    ]
     if not names:
         raise ValueError(f"no {kind.__name__} of the model matches targets {targets}")
     for name in names:
@@ -249,8 +298,19 @@ def _replace(model: nn.Module, kind: type, make, targets=None) -> nn.Module:
     return model
 
 
-def quantize_model(model: nn.Module, targets=("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
-                                                "up_proj", "down_proj"), **kwargs) -> nn.Module:
+def quantize_model(
+    model: nn.Module,
+    targets=(
+        "q_proj",
+        "k_proj",
+        "v_proj",
+        "o_proj",
+        "gate_proj",
+        "up_proj",
+        "down_proj",
+    ),
+    **kwargs,
+) -> nn.Module:
     """Replace the target ``nn.Linear`` layers by ``Linear4bit(layer, **kwargs)``, in
     place; the rest (embedding, norms, LM head) stays as it was, and frozen."""
     for p in model.parameters():
@@ -259,13 +319,20 @@ def quantize_model(model: nn.Module, targets=("q_proj", "k_proj", "v_proj", "o_p
 
 
 def dequantize_model(model: nn.Module) -> nn.Module:
-    """Replace every ``Linear4bit`` by an ``nn.Linear`` holding its dequantized weight."""
+    """Replace each ``Linear4bit`` by an ``nn.Linear`` of its dequantized weight."""
+
     def make(q: Linear4bit) -> nn.Linear:
-        linear = nn.Linear(q.in_features, q.out_features, bias=q.bias is not None,
-                           device=q.packed.device, dtype=q.compute_dtype)
+        linear = nn.Linear(
+            q.in_features,
+            q.out_features,
+            bias=q.bias is not None,
+            device=q.packed.device,
+            dtype=q.compute_dtype,
+        )
         with torch.no_grad():
             linear.weight.copy_(q.dequantize())
             if q.bias is not None:
                 linear.bias.copy_(q.bias)
         return linear.requires_grad_(False)
+
     return _replace(model, Linear4bit, make)

@@ -1,4 +1,5 @@
 """The chapter-13 checkers accept right answers, reject wrong ones, and spot stubs."""
+
 import math
 
 import pytest
@@ -27,17 +28,47 @@ def test_accept_correct(capsys):
     assert capsys.readouterr().out.count("✓ correct") == 2
 
 
-@pytest.mark.parametrize("check, wrong, words", [
-    (check_merge_lora_weight, lambda W, A, B, alpha, r, rslora=False: W, "equals W"),
-    (check_merge_lora_weight, lambda W, A, B, alpha, r, rslora=False: W + B @ A, "scaled"),
-    (check_merge_lora_weight, lambda W, A, B, alpha, r, rslora=False: merge(W, A, B, alpha, r, not rslora),
-     "wrong scale"),
-    (check_merge_lora_weight, lambda W, A, B, alpha, r, rslora=False: merge(W, A, B, alpha, r, rslora).T, "shape"),
-    (check_quantize_block, lambda x, code: quantize_block(x, code)[0], "pair"),
-    (check_quantize_block, lambda x, code: (quantize_block(x, code)[0], x.max()), "absmax"),
-    (check_quantize_block, lambda x, code: ((x / x.abs().max() - code[:, None]).abs().argmax(0),
-                                            x.abs().max()), "nearer"),
-])
+@pytest.mark.parametrize(
+    "check, wrong, words",
+    [
+        (
+            check_merge_lora_weight,
+            lambda W, A, B, alpha, r, rslora=False: W,
+            "equals W",
+        ),
+        (
+            check_merge_lora_weight,
+            lambda W, A, B, alpha, r, rslora=False: W + B @ A,
+            "scaled",
+        ),
+        (
+            check_merge_lora_weight,
+            lambda W, A, B, alpha, r, rslora=False: merge(
+                W, A, B, alpha, r, not rslora
+            ),
+            "wrong scale",
+        ),
+        (
+            check_merge_lora_weight,
+            lambda W, A, B, alpha, r, rslora=False: merge(W, A, B, alpha, r, rslora).T,
+            "shape",
+        ),
+        (check_quantize_block, lambda x, code: quantize_block(x, code)[0], "pair"),
+        (
+            check_quantize_block,
+            lambda x, code: (quantize_block(x, code)[0], x.max()),
+            "absmax",
+        ),
+        (
+            check_quantize_block,
+            lambda x, code: (
+                (x / x.abs().max() - code[:, None]).abs().argmax(0),
+                x.abs().max(),
+            ),
+            "nearer",
+        ),
+    ],
+)
 def test_reject_wrong(check, wrong, words):
     with pytest.raises(ExerciseError, match=words):
         check(wrong)

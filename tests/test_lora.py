@@ -4,17 +4,33 @@ Reached on CPU (peft 0.21.2, transformers 5.24, torch 2.13): the logits of
 minillm's LoRA model and peft's agree bit for bit in float32 (max difference
 0; bound asserted: 1e-6), for q/v, all-linear and rsLoRA configs with nonzero B.
 """
+
 import pytest
 import torch
 
 from minillm import hf
 from minillm.config import ModelConfig
-from minillm.lora import ALL_LINEAR, LoRALinear, count_trainable, inject_lora, lora_layers, \
-    lora_parameter_count, lora_state_dict, merge_lora
+from minillm.lora import (
+    ALL_LINEAR,
+    LoRALinear,
+    count_trainable,
+    inject_lora,
+    lora_layers,
+    lora_parameter_count,
+    lora_state_dict,
+    merge_lora,
+)
 from minillm.model import Transformer
 
-CONFIG = ModelConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=48,
-                     max_seq_len=32)
+CONFIG = ModelConfig(
+    vocab_size=97,
+    d_model=32,
+    n_layers=2,
+    n_heads=4,
+    n_kv_heads=2,
+    d_ff=48,
+    max_seq_len=32,
+)
 
 
 def base_model(seed=0, **overrides):
@@ -32,7 +48,9 @@ def randomize_adapters(model, seed=1):
 
 
 def ids(B=2, T=11, seed=3):
-    return torch.randint(0, CONFIG.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed))
+    return torch.randint(
+        0, CONFIG.vocab_size, (B, T), generator=torch.Generator().manual_seed(seed)
+    )
 
 
 def test_fresh_adapter_is_the_base_model_and_only_adapters_train():
@@ -102,17 +120,24 @@ pytest.importorskip("transformers")
 
 
 def peft_twin(model, targets, r, alpha, rslora=False):
-    """peft's LoRA on the HF export of ``model``'s base, with minillm's A and B copied in."""
+    """peft's LoRA on the HF export of the base, with ``model``'s A and B copied in."""
     base = base_model()  # the same seed: the same base weights as `model` had
     hf_model = hf.to_transformers(base)
-    config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(targets), lora_dropout=0.0,
-                             use_rslora=rslora, bias="none")
+    config = peft.LoraConfig(
+        r=r,
+        lora_alpha=alpha,
+        target_modules=list(targets),
+        lora_dropout=0.0,
+        use_rslora=rslora,
+        bias="none",
+    )
     twin = peft.get_peft_model(hf_model, config)
     ours = dict(lora_layers(model))
     copied = 0
     for name, module in twin.named_modules():
         if hasattr(module, "lora_A") and "default" in getattr(module, "lora_A", {}):
-            # base_model.model.model.layers.{i}.self_attn.q_proj -> blocks.{i}.attn.q_proj
+            # base_model.model.model.layers.{i}.self_attn.q_proj
+            #   -> blocks.{i}.attn.q_proj
             hf_name = name.removeprefix("base_model.model.")
             mine = hf._rename(hf_name + ".weight", to_hf=False).removesuffix(".weight")
             with torch.no_grad():
@@ -123,11 +148,14 @@ def peft_twin(model, targets, r, alpha, rslora=False):
     return twin.eval()
 
 
-@pytest.mark.parametrize("targets, r, alpha, rslora", [
-    (("q_proj", "v_proj"), 8, 16, False),
-    (ALL_LINEAR, 4, 8, False),
-    (("k_proj", "down_proj"), 16, 8, True),
-])
+@pytest.mark.parametrize(
+    "targets, r, alpha, rslora",
+    [
+        (("q_proj", "v_proj"), 8, 16, False),
+        (ALL_LINEAR, 4, 8, False),
+        (("k_proj", "down_proj"), 16, 8, True),
+    ],
+)
 def test_logits_and_trainable_count_match_peft(targets, r, alpha, rslora):
     model = inject_lora(base_model(), targets, r=r, alpha=alpha, rslora=rslora)
     randomize_adapters(model)

@@ -1,4 +1,4 @@
-"""minillm.quant: integer quantizers, codebooks and the 4-bit layer, against bitsandbytes.
+"""minillm.quant: integers, codebooks and the 4-bit layer, against bitsandbytes.
 
 Reached on CPU with bitsandbytes 0.50.2 (torch 2.13): the NF4, FP4 and dynamic
 8-bit codebooks equal bitsandbytes' constants exactly; blockwise NF4 and FP4
@@ -9,15 +9,32 @@ offset; for the 8-bit codes of the block scales, bitsandbytes' native CPU
 kernel sends a few scales that lie near a midpoint (0-11 of 4,688 here) to
 the farther of the two levels, one code step away; minillm takes the nearest.
 """
+
 import logging
 
 import pytest
 import torch
 
-from minillm.quant import Linear4bit, absmax_dequantize, absmax_quantize, bits_per_parameter, \
-    dequantize_codebook, dequantize_model, dynamic_codebook, fp4_codebook, from_blocks, int4_codebook, \
-    nf4_codebook, pack_4bit, quantize_codebook, quantize_model, to_blocks, unpack_4bit, \
-    zeropoint_dequantize, zeropoint_quantize
+from minillm.quant import (
+    Linear4bit,
+    absmax_dequantize,
+    absmax_quantize,
+    bits_per_parameter,
+    dequantize_codebook,
+    dequantize_model,
+    dynamic_codebook,
+    fp4_codebook,
+    from_blocks,
+    int4_codebook,
+    nf4_codebook,
+    pack_4bit,
+    quantize_codebook,
+    quantize_model,
+    to_blocks,
+    unpack_4bit,
+    zeropoint_dequantize,
+    zeropoint_quantize,
+)
 
 
 def test_absmax_int8_error_is_at_most_half_a_step():
@@ -59,7 +76,9 @@ def test_blocks_round_trip_and_packing():
 
 def test_codebooks():
     nf4 = nf4_codebook()
-    assert nf4.shape == (16,) and nf4[0] == -1 and nf4[-1] == 1 and (nf4 == 0).sum() == 1
+    assert (
+        nf4.shape == (16,) and nf4[0] == -1 and nf4[-1] == 1 and (nf4 == 0).sum() == 1
+    )
     assert (nf4.diff() > 0).all() and (nf4 > 0).sum() == 8 and (nf4 < 0).sum() == 7
     assert int4_codebook().shape == fp4_codebook().shape == (15,)
     assert dynamic_codebook().shape == (256,)
@@ -67,7 +86,9 @@ def test_codebooks():
 
 def test_bits_per_parameter():
     assert bits_per_parameter(64) == 4.5
-    assert bits_per_parameter(64, double_quant=True) == pytest.approx(4.127, abs=1e-3)  # QLoRA paper
+    assert bits_per_parameter(64, double_quant=True) == pytest.approx(
+        4.127, abs=1e-3
+    )  # QLoRA paper
 
 
 def test_linear4bit_nbytes_forward_and_dequantize_model():
@@ -75,15 +96,19 @@ def test_linear4bit_nbytes_forward_and_dequantize_model():
     linear = torch.nn.Linear(128, 96)
     for dq, bits in ((False, 4.5), (True, bits_per_parameter(64, True))):
         q = Linear4bit(linear, double_quant=dq)
-        # the per-tensor offset and the rounding up of the last scale block: a few bytes more
+        # the per-tensor offset and the last, partial scale block: a few bytes more
         assert abs(8 * q.nbytes() / linear.weight.numel() - bits) < 0.02
         x = torch.randn(3, 128)
-        torch.testing.assert_close(q(x), torch.nn.functional.linear(x, q.dequantize(), linear.bias))
+        torch.testing.assert_close(
+            q(x), torch.nn.functional.linear(x, q.dequantize(), linear.bias)
+        )
         rel = (q.dequantize() - linear.weight).norm() / linear.weight.norm()
         assert rel < 0.15  # 4 bits: ~10% relative error on uniform weights
     model = torch.nn.Sequential(torch.nn.Linear(8, 64), torch.nn.ReLU())
     quantize_model(model, targets=("0",))
-    assert isinstance(model[0], Linear4bit) and not any(p.requires_grad for p in model.parameters())
+    assert isinstance(model[0], Linear4bit) and not any(
+        p.requires_grad for p in model.parameters()
+    )
     dequantize_model(model)
     assert isinstance(model[0], torch.nn.Linear)
     with pytest.raises(ValueError, match="quant_type"):
@@ -101,7 +126,8 @@ F = pytest.importorskip("bitsandbytes.functional")
 def test_codebooks_equal_bitsandbytes_constants():
     assert torch.equal(nf4_codebook(), F.get_4bit_type("nf4", device="cpu"))
     assert torch.equal(fp4_codebook(), F.get_4bit_type("fp4", device="cpu").unique())
-    # (bitsandbytes' "int4" entry fails to build in 0.50.2: it divides an integer tensor in place)
+    # (bitsandbytes 0.50.2 fails to build its "int4" entry: it divides an int
+    # tensor in place)
     assert torch.equal(dynamic_codebook(), F.create_dynamic_map().sort().values)
 
 
@@ -115,11 +141,15 @@ def test_quantize_4bit_matches_bitsandbytes(shape, quant_type):
     linear = torch.nn.Linear(shape[1], shape[0], bias=False)
     with torch.no_grad():
         linear.weight.normal_(0, 0.02)
-    packed, state = F.quantize_4bit(linear.weight.detach(), blocksize=64, quant_type=quant_type)
+    packed, state = F.quantize_4bit(
+        linear.weight.detach(), blocksize=64, quant_type=quant_type
+    )
     ours = Linear4bit(linear, quant_type=quant_type, double_quant=False)
     assert torch.equal(ours.absmax, state.absmax)
     assert torch.equal(ours.dequantize(), F.dequantize_4bit(packed, state))
-    if quant_type == "nf4":  # FP4 numbers its levels in bit-pattern order, we in value order
+    if (
+        quant_type == "nf4"
+    ):  # FP4 numbers its levels in bit-pattern order, we in value order
         assert torch.equal(ours.packed, packed.reshape(-1))
 
 
@@ -130,15 +160,21 @@ def test_double_quantization_matches_bitsandbytes(shape):
     with torch.no_grad():
         linear.weight.normal_(0, 0.02)
     w = linear.weight.detach()
-    packed, state = F.quantize_4bit(w, blocksize=64, quant_type="nf4", compress_statistics=True)
+    packed, state = F.quantize_4bit(
+        w, blocksize=64, quant_type="nf4", compress_statistics=True
+    )
     ours = Linear4bit(linear, double_quant=True)
     assert torch.equal(ours.packed, packed.reshape(-1))
-    assert torch.equal(ours.offset, state.offset) and torch.equal(ours.absmax2, state.state2.absmax)
+    assert torch.equal(ours.offset, state.offset) and torch.equal(
+        ours.absmax2, state.state2.absmax
+    )
     # bitsandbytes' native CPU kernel for the 8-bit scales: at most one code step away,
     # on a few scales near a midpoint, where minillm's level is the nearer one.
     _, absmax = quantize_codebook(w, nf4_codebook(), 64)
-    scaled = to_blocks(absmax - absmax.mean(), 256) / ours.absmax2[:, None].clamp(min=1e-38)
-    scaled = scaled.reshape(-1)[:absmax.numel()]
+    scaled = to_blocks(absmax - absmax.mean(), 256) / ours.absmax2[:, None].clamp(
+        min=1e-38
+    )
+    scaled = scaled.reshape(-1)[: absmax.numel()]
     code = dynamic_codebook()
     ours_err = (scaled - code[ours.qabsmax.long()]).abs()
     theirs_err = (scaled - code[state.absmax.long()]).abs()
@@ -146,17 +182,30 @@ def test_double_quantization_matches_bitsandbytes(shape):
     if absmax.numel() > 1:  # one block: absmax - mean = 0 and bnb divides 0 by 0
         assert steps.max() <= 1 and steps.float().mean() < 0.01
         assert (ours_err <= theirs_err + 1e-9).all()
-    scale = ours.block_scales().repeat_interleave(64)[:w.numel()].view_as(w)
-    assert ((ours.dequantize() - F.dequantize_4bit(packed, state)).abs() <= 0.03 * scale).all()
+    scale = ours.block_scales().repeat_interleave(64)[: w.numel()].view_as(w)
+    assert (
+        (ours.dequantize() - F.dequantize_4bit(packed, state)).abs() <= 0.03 * scale
+    ).all()
 
 
 def test_linear4bit_forward_matches_bitsandbytes():
     torch.manual_seed(0)
     linear = torch.nn.Linear(128, 96)
-    layer = bnb.nn.Linear4bit(128, 96, bias=True, compute_dtype=torch.float32, quant_type="nf4",
-                              compress_statistics=False)
-    layer.weight = bnb.nn.Params4bit(linear.weight.detach().clone(), requires_grad=False, quant_type="nf4",
-                                     compress_statistics=False, blocksize=64)
+    layer = bnb.nn.Linear4bit(
+        128,
+        96,
+        bias=True,
+        compute_dtype=torch.float32,
+        quant_type="nf4",
+        compress_statistics=False,
+    )
+    layer.weight = bnb.nn.Params4bit(
+        linear.weight.detach().clone(),
+        requires_grad=False,
+        quant_type="nf4",
+        compress_statistics=False,
+        blocksize=64,
+    )
     layer.bias = torch.nn.Parameter(linear.bias.detach().clone())
     layer = layer.to("cpu")  # quantizes the weight
     x = torch.randn(2, 5, 128)
