@@ -60,9 +60,10 @@ browser:
 	  || echo "warning: could not install chromium; the math rendering tests will skip"; \
 	else echo "note: chromium not found, so the math rendering tests will skip (apt-get install chromium)"; fi
 
-# Only the fast checks (checker + unit tests), no notebooks.
+# Only the fast checks (checker + unit tests, without the tests marked slow), no notebooks.
+# `make test` runs everything, slow tests included.
 check: $(TEST_ENV)
-	$(PYTEST) tests/ -n $(WORKERS)
+	$(PYTEST) tests/ -n $(WORKERS) -m "not slow"
 
 # Only the notebooks, strictly: pytest --nbval chapters/
 nbval: $(TEST_ENV)

@@ -86,6 +86,7 @@ def test_rendering_counts_errors_and_untypeset_formulas(tmp_path):
     assert (r.typeset, r.errors) == (2, 1)  # \argmax is an error; the unclosed \[ is never typeset
 
 
+@pytest.mark.slow
 @needs_build
 @needs_chromium
 def test_math_heavy_pages_render_with_zero_errors_from_file():
@@ -96,6 +97,7 @@ def test_math_heavy_pages_render_with_zero_errors_from_file():
     assert sum(r.typeset for r in results) > 200
 
 
+@pytest.mark.slow
 @needs_build
 @needs_chromium
 def test_math_renders_over_http():

@@ -26,6 +26,7 @@ def sleeping_worker():
     time.sleep(60)
 
 
+@pytest.mark.slow
 def test_launch_reports_errors_and_timeouts():
     with pytest.raises(RuntimeError, match="boom on purpose"):
         launch(failing_worker, 2, timeout=60)
@@ -39,6 +40,7 @@ def test_launch_reports_errors_and_timeouts():
         launch(failing_worker, 0)
 
 
+@pytest.mark.slow
 def test_ring_collectives_equal_torch():
     ranks = launch(collectives_demo, 2, timeout=120)
     for r, out in enumerate(ranks):
@@ -51,6 +53,7 @@ def test_ring_collectives_equal_torch():
         assert out["builtin"]["reduce_scatter"] == out["chunk"]
 
 
+@pytest.mark.slow
 def test_ring_on_three_ranks_sends_the_formula():
     """N = 3: chunks are padded to ceil(n / 3) elements, and the sums are added in
     another order than gloo's, so they agree to rounding, not bit for bit."""
@@ -81,6 +84,7 @@ def test_adamw_by_hand_equals_torch():
     torch.testing.assert_close(mine, p.detach(), rtol=0, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_zero_stages_equal_ddp_memory_and_bytes():
     ranks = launch(zero_experiment, 2, CONFIG, steps=3, timeout=240)
     for out in ranks:
@@ -100,6 +104,7 @@ def test_zero_stages_equal_ddp_memory_and_bytes():
         assert sum(stages[3]["sent_per_step"].values()) == 1.5 * dp
 
 
+@pytest.mark.slow
 def test_pytorch_sharding_matches_ddp():
     ranks = launch(torch_sharding_experiment, 2, CONFIG, steps=3, timeout=240)
     for out in ranks:
@@ -111,6 +116,7 @@ def test_pytorch_sharding_matches_ddp():
     assert sum(zro) == 8 * ranks[0]["n_params"] and zro[0] != zro[1]  # whole tensors: uneven
 
 
+@pytest.mark.slow
 def test_torchrun_matches_one_process_and_resumes_exactly(tmp_path):
     from minillm.ddp import run_torchrun
 

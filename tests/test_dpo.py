@@ -321,6 +321,7 @@ def test_reward_is_read_at_the_last_reply_token():
 
 # ------------------------------------------------------------- the stage
 
+@pytest.mark.slow
 def test_stage_trains_logs_metrics_and_resumes(tmp_path):
     from minillm.checkpoint import load_model, save_model
     from minillm.train import TrainConfig

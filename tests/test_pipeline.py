@@ -81,6 +81,7 @@ def test_a_changed_recipe_gets_a_new_key():
     assert zoo.Recipe(**{**MICRO, "block_size": 16}).key() != recipe.key()
 
 
+@pytest.mark.slow
 def test_concurrent_processes_train_only_once(cache):
     code = (f"from minillm import zoo\nimport torch\ntorch.set_num_threads(1)\n"
             f"print(zoo.path(zoo.Recipe(**{MICRO!r}), verbose=True))\n")

@@ -171,6 +171,7 @@ def test_resume_after_an_exception_matches_an_uninterrupted_run(tmp_path):
     assert resumed.history == full.history
 
 
+@pytest.mark.slow
 def test_resume_after_sigkill_matches_an_uninterrupted_run(tmp_path):
     path = tmp_path / "run.safetensors"
     child = RECIPE + f'''
