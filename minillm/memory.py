@@ -175,3 +175,51 @@ def peak_memory_bytes(fn, device: str | torch.device) -> tuple[object, int]:
     result = fn()
     torch.cuda.synchronize(device)
     return result, torch.cuda.max_memory_allocated(device) - before
+
+
+def peak_tensor_bytes(fn) -> tuple[object, int]:
+    """Run ``fn()`` on any device; return (result, the peak bytes of tensor
+    storages that ``fn`` allocated and that were alive at the same time).
+
+    Every PyTorch operation inside ``fn`` (forward, autograd's backward, the
+    optimizer, autocast's casts) passes through a ``TorchDispatchMode``; each
+    new storage an operation returns is counted until Python frees it (a
+    ``weakref.finalize`` on the storage). Storages that existed before the call
+    (weights, optimizer states) are not counted, nor outputs that alias an
+    input (views, in-place updates). Memory a kernel uses internally and frees
+    before returning is invisible, so this is a lower bound on the allocator's
+    peak; on CUDA ``peak_memory_bytes`` asks the allocator itself.
+    """
+    import weakref
+
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    live = {"now": 0, "peak": 0}
+    counted: set[int] = set()
+
+    def freed(key: int, nbytes: int) -> None:
+        counted.discard(key)
+        live["now"] -= nbytes
+
+    class Tracker(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                      if isinstance(t, torch.Tensor) and t.layout == torch.strided}
+            for t in tree_leaves(out):
+                if not isinstance(t, torch.Tensor) or t.layout != torch.strided:
+                    continue
+                storage = t.untyped_storage()
+                key = storage.data_ptr()
+                if key in inputs or key in counted or storage.nbytes() == 0:
+                    continue
+                counted.add(key)
+                live["now"] += storage.nbytes()
+                live["peak"] = max(live["peak"], live["now"])
+                weakref.finalize(storage, freed, key, storage.nbytes())
+            return out
+
+    with Tracker():
+        result = fn()
+    return result, live["peak"]

@@ -93,3 +93,21 @@ def test_peak_memory_on_cuda():
     x = torch.randint(0, config.vocab_size, (4, 64), device="cuda")
     _, peak = peak_memory_bytes(lambda: model(x, labels=x)[1], "cuda")
     assert peak > 0
+
+
+def test_peak_tensor_bytes_counts_live_storages():
+    from minillm.memory import peak_tensor_bytes
+
+    a = torch.randn(1000)                                  # exists before: not counted
+    _, peak = peak_tensor_bytes(lambda: (a * 2) + 1)       # two 4000-byte temporaries alive
+    assert peak == 8000
+    _, peak = peak_tensor_bytes(lambda: a.view(10, 100).add_(0))   # views, in place: nothing new
+    assert peak == 0
+
+    def chain():
+        x = a * 2          # 4000, freed when x is rebound below
+        for _ in range(5):
+            x = x + 1      # at most two alive at once
+        return x
+    _, peak = peak_tensor_bytes(chain)
+    assert peak == 8000
