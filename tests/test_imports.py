@@ -126,3 +126,19 @@ if __name__ == "__main__":
     cycle = find_cycle(g)
     print("cycle: " + " -> ".join(cycle) if cycle else "no cycles")
     sys.exit(1 if cycle else 0)
+
+
+def test_every_checker_is_re_exported_explicitly():
+    """Notebooks write `from minillm.exercises import check_x`: each topic module's
+    checkers must be imported by name in minillm/exercises/__init__.py."""
+    import minillm.exercises as exercises
+
+    init = (PACKAGE / "exercises" / "__init__.py").read_text()
+    missing = []
+    for path in sorted((PACKAGE / "exercises").glob("*.py")):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.FunctionDef) and node.name.startswith("check_") \
+                    and path.name != "__init__.py":
+                if node.name not in init or not hasattr(exercises, node.name):
+                    missing.append(f"{path.stem}.{node.name}")
+    assert not missing, f"not re-exported in minillm/exercises/__init__.py: {missing}"

@@ -76,15 +76,75 @@ def passed(message: str = "") -> None:
     print("✓ correct" + (f": {message}" if message else ""))
 
 
-def __getattr__(name: str) -> Any:
-    """Let notebooks write ``from minillm.exercises import check_x`` for a
-    checker defined in any topic module of this package."""
-    import importlib
-    import pkgutil
-
-    if name.startswith("check_"):
-        for info in pkgutil.iter_modules(__path__):
-            module = importlib.import_module(f"{__name__}.{info.name}")
-            if hasattr(module, name):
-                return getattr(module, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+# Every chapter's checkers, re-exported so a notebook can write
+# `from minillm.exercises import check_x` (the helpers above come first: the
+# topic modules import them from here).
+from minillm.exercises.attention import (  # noqa: E402,F401
+    check_softmax_jacobian, check_causal_attention, check_masked_softmax,
+    check_split_heads, check_repeat_kv, check_kv_cache_bytes, check_score_scale,
+    check_sliding_window_mask, check_mispaired_heads, check_mla_cache_bytes,
+)
+from minillm.exercises.block import (  # noqa: E402,F401
+    check_rms_norm, check_layer_norm, check_transformer_parameter_count,
+    check_training_days, check_qk_norm_max_weight, check_fold_norm_gain,
+)
+from minillm.exercises.decoding import (  # noqa: E402,F401
+    check_keep_top_k, check_distinct_2,
+)
+from minillm.exercises.distributed import (  # noqa: E402,F401
+    check_all_reduce_bytes, check_average_gradients, check_zero_bytes_per_device,
+)
+from minillm.exercises.dpo import (  # noqa: E402,F401
+    check_completion_log_prob, check_dpo_sigmoid_loss, check_optimal_policy,
+)
+from minillm.exercises.flash import (  # noqa: E402,F401
+    check_merge_softmax, check_causal_tiles,
+)
+from minillm.exercises.grpo import (  # noqa: E402,F401
+    check_group_advantages, check_k3, check_format_reward,
+)
+from minillm.exercises.information import (  # noqa: E402,F401
+    check_entropy_bits, check_kl_divergence_bits, check_bits_per_byte,
+    check_mix_log_probs,
+)
+from minillm.exercises.lora import (  # noqa: E402,F401
+    check_merge_lora_weight, check_quantize_block,
+)
+from minillm.exercises.moe import (  # noqa: E402,F401
+    check_top_k_gates, check_switch_balance_loss, check_bias_update,
+    check_expert_capacity,
+)
+from minillm.exercises.neural_lm import (  # noqa: E402,F401
+    check_cross_entropy_grad, check_mlp_parameter_count, check_nearest_neighbours,
+    check_rnn_step, check_rnn_jacobian, check_attention_readout,
+)
+from minillm.exercises.ngrams import (  # noqa: E402,F401
+    check_bigram_mle_prob, check_stupid_backoff, check_perplexity_of_probs,
+    check_continuation_count,
+)
+from minillm.exercises.positions import (  # noqa: E402,F401
+    check_sinusoidal, check_rope_rotate, check_rope_score, check_alibi_slopes,
+    check_ntk_inv_freq, check_far_mass,
+)
+from minillm.exercises.precision import (  # noqa: E402,F401
+    check_decode_bf16, check_fp16_underflow_fraction,
+    check_activation_bytes_per_block, check_max_batch_size,
+)
+from minillm.exercises.pretraining import (  # noqa: E402,F401
+    check_lr_schedule, check_next_token_targets, check_clip_global_norm,
+    check_adamw_checkpoint_bytes,
+)
+from minillm.exercises.sft import (  # noqa: E402,F401
+    check_chat_loss_mask,
+)
+from minillm.exercises.temperature import (  # noqa: E402,F401
+    check_temper, check_temperature_for_target, check_cold_limit_entropy,
+    check_per_step_path_prob,
+)
+from minillm.exercises.tinyworld import (  # noqa: E402,F401
+    check_fact_bits, check_contaminated_fraction,
+)
+from minillm.exercises.tokenization import (  # noqa: E402,F401
+    check_count_pairs, check_merge_pair, check_bpe_encode,
+    check_split_without_space, check_pair_count_delta,
+)
