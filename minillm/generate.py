@@ -247,13 +247,15 @@ def generate(model: torch.nn.Module, input_ids, max_new_tokens: int, temperature
     # exactly as it would alone: position 0 is its first real token.
     positions = None if mask is None else (mask.cumsum(-1) - 1).clamp(min=0)
     pad_id = eos_id if pad_id is None else pad_id
+    plain_greedy = temperature == 0 and repetition_penalty is None
     cache = model.new_kv_cache() if use_cache else None
     step_input, step_positions, new_ids = ids, positions, []
     finished = torch.zeros(ids.shape[0], dtype=torch.bool, device=ids.device)
     for _ in range(max_new_tokens):
         logits = model(step_input, attention_mask=mask, kv_cache=cache, position_ids=step_positions,
                        logits_to_keep=1)[:, -1]  # [B, V]
-        logits = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty, min_p)
+        if not plain_greedy:  # plain greedy: the filters cannot change the argmax
+            logits = process_logits(logits, ids, temperature, top_k, top_p, repetition_penalty, min_p)
         if temperature == 0:
             next_id = logits.argmax(dim=-1)  # no random draw: greedy uses no RNG
         else:
