@@ -171,19 +171,64 @@ def save_pretrained(model: Transformer, directory: str | Path, family: str | Non
     return directory
 
 
-def save_tokenizer(tokenizer, directory: str | Path) -> Path:
+def save_tokenizer(tokenizer, directory: str | Path, eos_token: str = "<|eos|>") -> Path:
     """Write ``tokenizer.json`` and ``tokenizer_config.json`` (with the book's
     chat template) so that ``transformers.AutoTokenizer.from_pretrained``
-    loads the tokenizer, ids and ``apply_chat_template`` included. Save it
-    next to ``save_pretrained``'s files to ship a model HF can chat with."""
+    loads the tokenizer, ids and ``apply_chat_template`` included. ``export``
+    saves it next to ``save_pretrained``'s files, with ``eos_token="<|end|>"``
+    (a chat model's reply ends there), to ship a model HF can chat with."""
     from .chat import HF_CHAT_TEMPLATE
 
     directory = Path(directory)
     tokenizer.save_hf(directory / "tokenizer.json")
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": "<|eos|>",
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "bos_token": "<|bos|>", "eos_token": eos_token,
               "pad_token": "<|pad|>", "chat_template": HF_CHAT_TEMPLATE,
               "model_max_length": 1_000_000, "clean_up_tokenization_spaces": False}
     (directory / "tokenizer_config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return directory
+
+
+def export(model: Transformer, tokenizer, directory: str | Path,
+           family: str | None = None) -> Path:
+    """Write a finished chat model as a folder HF ``transformers`` loads and chats with:
+
+        model = AutoModelForCausalLM.from_pretrained(directory)
+        tokenizer = AutoTokenizer.from_pretrained(directory)
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
+                                            return_dict=False)  # transformers 5: a dict otherwise
+        reply = model.generate(torch.tensor([ids]))[0, len(ids):]  # greedy; ends with <|end|>
+
+    Files: ``config.json`` and ``model.safetensors`` (``save_pretrained``),
+    ``tokenizer.json`` and ``tokenizer_config.json`` (``save_tokenizer``, with
+    eos = ``<|end|>``, the token that ends a reply), and ``generation_config.json``
+    (greedy, stop at ``<|end|>``, pad with ``<|pad|>``, at most the model's
+    context length in all). The chat template gives ``minillm.chat.encode_chat``'s
+    ids, and HF's greedy ``generate`` gives ``minillm.generate.greedy``'s tokens
+    (tests/test_hf_export.py, transformers 5.24). Two differences: HF reads a
+    special token's text typed inside a message as the special token, minillm
+    as plain bytes (see ``minillm.chat``); and for a Qwen2-family model
+    (``hf_family``), transformers 5's ``AutoTokenizer`` swaps in its own
+    ``Qwen2Tokenizer`` (Qwen's pre-split regex and NFC), so load that folder's
+    tokenizer with ``transformers.PreTrainedTokenizerFast.from_pretrained``.
+    The book's models are Llama-family: ``AutoTokenizer`` is right for them.
+    """
+    from .chat import BOS, END
+
+    special = tokenizer.special_tokens
+    missing = [t for t in (BOS, END, "<|pad|>") if t not in special]
+    if missing:
+        raise ValueError(f"the tokenizer lacks the special tokens {missing} a chat export needs")
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"the tokenizer has {tokenizer.vocab_size} tokens but the model only "
+                         f"{model.config.vocab_size} embeddings: they do not belong together")
+    directory = save_pretrained(model, directory, family)
+    save_tokenizer(tokenizer, directory, eos_token=END)
+    ids = {"bos_token_id": special[BOS], "eos_token_id": special[END],
+           "pad_token_id": special["<|pad|>"]}
+    config = {**json.loads((directory / "config.json").read_text()), **ids}
+    (directory / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    generation = {**ids, "do_sample": False, "max_length": model.config.max_seq_len}
+    (directory / "generation_config.json").write_text(json.dumps(generation, indent=2) + "\n")
     return directory
 
 
