@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ck = sub.add_parser("check", help="check every notebook against the book's conventions")
     ck.add_argument("--style", action="store_true",
-                    help="also report (not fail on) code over 88 columns and tables printed as text")
+                    help="also list code over 88 columns (the check fails on it) "
+                         "and tables printed as text (reported only)")
     xi = sub.add_parser("exercises", help="write the exercise index page (book/exercises.md)")
     xi.add_argument("out", type=Path, nargs="?", default=ROOT / "book" / "exercises.md")
     wi = sub.add_parser("widths", help="widest code line and output line per notebook page of the built book")
