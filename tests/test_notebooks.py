@@ -162,3 +162,21 @@ def test_style_notes_report_long_lines_and_printed_tables():
     notes = style_notes(nb)
     assert any("over 88 columns" in n for n in notes) and any("prints a table" in n for n in notes)
 
+
+def test_setup_makes_figures_retina():
+    # minillm.setup() switches the inline backend to 2x PNGs, also when pyplot is
+    # imported after it (the backend then starts with the formats we chose).
+    import base64
+    import struct
+
+    from nbclient import NotebookClient
+
+    plot = "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()"
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(SETUP_CELL),
+                                         nbformat.v4.new_code_cell(plot)])
+    NotebookClient(nb, kernel_name="python3", timeout=120).execute()
+    out = next(o for o in nb.cells[1].outputs if "image/png" in o.get("data", {}))
+    width, height = struct.unpack(">II", base64.b64decode(out.data["image/png"])[16:24])
+    shown = out.metadata["image/png"]
+    assert width >= 2 * shown["width"] - 1 and height >= 2 * shown["height"] - 1
+    assert out.data["text/plain"] == "<Figure size 640x360 with 1 Axes>"  # what nbval compares
