@@ -36,6 +36,8 @@ from minillm import DATA_DIR, ROOT
 #: Where the book's trained models are shipped, and their checksums.
 SHIPPED_DIR = DATA_DIR / "zoo"
 SHIPPED_FILES = ("model.safetensors", "history.json", "recipe.json")
+#: Shipped too when present: the report card's metrics (``minillm.report``).
+OPTIONAL_FILES = ("evals.json",)
 
 
 def cache_root() -> Path:
@@ -107,7 +109,7 @@ def shipped_folder(folder_name: str) -> Path | None:
     listed = json.loads(manifest_path.read_text()).get(folder_name)
     if listed is None:
         return None
-    for name in SHIPPED_FILES:
+    for name in (*SHIPPED_FILES, *(n for n in OPTIONAL_FILES if n in listed)):
         if _sha256(folder / name) != listed.get(name):
             raise ValueError(f"shipped model {folder / name} does not match its checksum in "
                              f"{manifest_path}: delete the folder (it will be retrained) or "
@@ -116,13 +118,17 @@ def shipped_folder(folder_name: str) -> Path | None:
 
 
 def ship(folder: Path) -> Path:
-    """Copy a trained model's folder into ``data/zoo/`` and record its checksums."""
+    """Copy a trained model's folder into ``data/zoo/`` and record its checksums
+    (``folder`` may be the shipped folder itself: then only the checksums are
+    recorded again, e.g. after adding its ``evals.json``)."""
     target = SHIPPED_DIR / folder.name
     target.mkdir(parents=True, exist_ok=True)
-    for name in SHIPPED_FILES:
-        shutil.copyfile(folder / name, target / name)
+    names = [*SHIPPED_FILES, *(n for n in OPTIONAL_FILES if (folder / n).exists())]
+    for name in names:
+        if (folder / name).resolve() != (target / name).resolve():
+            shutil.copyfile(folder / name, target / name)
     manifest_path = SHIPPED_DIR / "manifest.json"
     manifest = json.loads(manifest_path.read_text()) if manifest_path.exists() else {}
-    manifest[folder.name] = {name: _sha256(target / name) for name in SHIPPED_FILES}
+    manifest[folder.name] = {name: _sha256(target / name) for name in names}
     manifest_path.write_text(json.dumps(dict(sorted(manifest.items())), indent=1) + "\n")
     return target

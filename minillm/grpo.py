@@ -402,19 +402,32 @@ def tag_weighted_loss(tokenizer, tag_weight: float):
 
 def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, device: str) -> dict:
     """Pipeline stage: SFT of the parent on TinyWorld's worked traces
-    (``reasoning_train``), loss on the completion only; ``options["tag_weight"]``
-    weighs the tag tokens' loss (default 1)."""
+    (``recipe.data[0]``, ``reasoning_train``), loss on the completion only;
+    ``options["tag_weight"]`` weighs the tag tokens' loss (default 1).
+    ``options["replay"]`` = n mixes n chats of ``recipe.data[1]`` (a random
+    sample, seeded) into the traces, so that a parent which already answers
+    questions keeps doing so (the capstone's assistant)."""
     import json
 
     from minillm import tinyworld
     from minillm.checkpoint import load_model, save_model
-    from minillm.train import one_thread_on_cpu
+    from minillm.sft import encode_examples, pad_examples
     from minillm.tokenizer import load_book_tokenizer
-    from minillm.train import Trainer
+    from minillm.train import Trainer, one_thread_on_cpu
 
     tokenizer = load_book_tokenizer()
     model = load_model(parent / "model.safetensors").to(device)
-    data = cold_start_data(tinyworld.load("reasoning_train"), tokenizer)
+    data = cold_start_data(tinyworld.load(recipe.data[0]), tokenizer)
+    if recipe.options.get("replay"):
+        chats = random.Random(recipe.train_config().seed).sample(
+            tinyworld.load(recipe.data[1]), recipe.options["replay"])
+        pad = tokenizer.special_tokens["<|pad|>"]
+        replay = pad_examples(encode_examples(chats, tokenizer), pad)
+        width = max(data[0].shape[1], replay["input_ids"].shape[1])
+        data = tuple(torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[1]), value=fill),
+                                torch.nn.functional.pad(b, (0, width - b.shape[1]), value=fill)])
+                     for a, b, fill in ((data[0], replay["input_ids"], pad),
+                                        (data[1], replay["labels"], IGNORE_INDEX)))
     partial = work / "partial.safetensors"
     trainer = Trainer(model, recipe.train_config(), data, checkpoint_path=partial, progress=verbose,
                       loss_fn=tag_weighted_loss(tokenizer, recipe.options.get("tag_weight", 1.0)))

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -213,6 +214,63 @@ for _name, _options in [("tinyworld-grpo", {"seed": 0}), ("tinyworld-grpo-seed1"
                     minutes=4.0))
 
 
+#: Chapter 16's assistant: one chain through every stage, pretrain -> SFT ->
+#: DPO -> cold start -> GRPO. The first three are chapters 12-14's recipes;
+#: the reasoning stages repeat chapter 15's from the DPO model instead of the
+#: base model, with QA chats replayed into the cold start so that learning
+#: the <think> format does not erase the answers SFT and DPO taught.
+ASSISTANT_COLD_START = register(Recipe(
+    name="tinyworld-assistant-cold-start",
+    stage="cold_start",
+    parent="tinyworld-dpo",
+    description=f"{REASONING_SFT.description}; from tinyworld-dpo, with 1,000 sft_train_wide chats "
+                "replayed among the traces",
+    model=None,
+    train=REASONING_SFT.train,
+    data=("reasoning_train", "sft_train_wide"),
+    keep_best=False,
+    options={"tag_weight": 1.0, "replay": 1000},
+    minutes=1.5,
+))
+ASSISTANT = register(Recipe(
+    name="tinyworld-assistant", stage="grpo", parent=ASSISTANT_COLD_START.name, model=None,
+    train=dict(seed=0), data=("reasoning_train",), keep_best=False, options={**GRPO_OPTIONS, "seed": 0},
+    description=f"GRPO from tinyworld-assistant-cold-start: {GRPO_OPTIONS}", minutes=3.0))
+#: The recipes ``python -m minillm.pipeline`` runs, oldest first.
+ASSISTANT_CHAIN = ("tinyworld-pretrain", "tinyworld-sft", "tinyworld-dpo", ASSISTANT_COLD_START.name,
+                   ASSISTANT.name)
+
+#: The size dial. "tiny" is the book's recipes as they are (about 10 minutes
+#: on 2 CPU cores); the larger sizes widen and deepen the model and pretrain
+#: longer, for a reader with a GPU. Later stages keep their settings.
+SIZES = {
+    "tiny": None,
+    "small": dict(model=dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=768),
+                  steps=2, lr=2e-3, minutes=40),
+    "base": dict(model=dict(d_model=512, n_layers=8, n_heads=8, n_kv_heads=4, d_ff=1536),
+                 steps=4, lr=1e-3, minutes=300),
+}
+
+
+def assistant_chain(size: str = "tiny") -> list[Recipe]:
+    """The recipes of the assistant at a size, oldest first; other sizes than
+    "tiny" are registered on first use as ``<name>-<size>``."""
+    if size not in SIZES:
+        raise ValueError(f"unknown size {size!r}; choose one of {list(SIZES)}")
+    chain = [get_recipe(name) for name in ASSISTANT_CHAIN]
+    if SIZES[size] is None:
+        return chain
+    dial, sized = SIZES[size], []
+    for recipe in chain:
+        changes = {"name": f"{recipe.name}-{size}", "parent": sized[-1].name if sized else None}
+        if recipe.stage == "pretrain":
+            changes.update(model={**recipe.model, **dial["model"]}, minutes=dial["minutes"],
+                           train={**recipe.train, "steps": recipe.train["steps"] * dial["steps"],
+                                  "lr": dial["lr"], "min_lr": dial["lr"] / 10})
+        sized.append(RECIPES.get(changes["name"]) or register(dataclasses.replace(recipe, **changes)))
+    return sized
+
+
 def get_recipe(name: str | Recipe) -> Recipe:
     if isinstance(name, Recipe):
         return name
@@ -229,6 +287,7 @@ def lineage(name: str | Recipe) -> list[Recipe]:
     return chain
 
 
+@functools.lru_cache(maxsize=None)
 def input_digest(files: tuple[str, ...]) -> str:
     """Hash of what a recipe reads: the book tokenizer and the named TinyWorld
     release files (only those, so adding a file to the release retrains nothing)."""
@@ -251,22 +310,37 @@ def build(name: str | Recipe, verbose: bool = False, device: str = "cpu") -> Pat
     """The cache folder of a recipe's finished stage, training it (and any
     missing parent, first) on ``device`` if it is not there yet."""
     recipe = get_recipe(name)
-    folder = folder_of(recipe)
+    found = cached(recipe)
+    if found is not None:
+        return found
+    parent = build(recipe.parent, verbose, device) if recipe.parent else None
+    return train_stage(recipe, parent, folder_of(recipe), verbose, device)
+
+
+def cached(name: str | Recipe) -> Path | None:
+    """The finished folder of this exact recipe (same key) in the cache or
+    among the book's shipped models, or None."""
+    folder = folder_of(name)
     if (folder / "model.safetensors").exists():
         return folder
-    shipped = shipped_folder(folder.name)  # the book's own copy, if this exact recipe was shipped
-    if shipped is not None:
-        return shipped
-    parent = build(recipe.parent, verbose, device) if recipe.parent else None
+    return shipped_folder(folder.name)  # the book's own copy, if this exact recipe was shipped
+
+
+def train_stage(recipe: Recipe, parent: Path | None, folder: Path, verbose: bool = False,
+                device: str = "cpu") -> Path:
+    """Train one stage from its ``parent`` folder's weights into ``folder``
+    (``model.safetensors``, ``history.json``, ``recipe.json``), under a lock,
+    atomically: ``folder`` appears complete or not at all. Checkpoints go to
+    ``<folder>.work``, so a killed run resumes inside the stage."""
     lock = folder.with_name(folder.name + ".lock")
     if verbose:
-        _say(f"pipeline: {recipe.name!r} is not cached; waiting for the lock {lock}")
+        _say(f"pipeline: {recipe.name!r} is not built; waiting for the lock {lock}")
     with file_lock(lock):
         if (folder / "model.safetensors").exists():  # another process built it while we waited
             return folder
         if verbose:
-            _say(f"pipeline: training {recipe.name!r} ({recipe.stage}) on {device} (first use only: "
-                 f"about {recipe.minutes:g} minutes on 2 CPU cores); cached in {folder}")
+            _say(f"pipeline: training {recipe.name!r} ({recipe.stage}) on {device} (about "
+                 f"{recipe.minutes:g} minutes on 2 CPU cores) into {folder}")
         start = time.time()
         work = folder.with_name(folder.name + ".work")
         work.mkdir(parents=True, exist_ok=True)
@@ -374,31 +448,213 @@ def _say(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+# ----------------------------------------------------------------- a whole run
+
+def check_stages(stages: str | list[str] | None, chain: list[Recipe]) -> list[Recipe]:
+    """The first recipes of ``chain`` named by ``stages`` ("pretrain,sft" or a
+    list; None: all), which must be a prefix of the chain's stages."""
+    order = [recipe.stage for recipe in chain]
+    if stages is None:
+        return chain
+    names = stages.split(",") if isinstance(stages, str) else list(stages)
+    names = [name.strip() for name in names if name.strip()]
+    unknown = [name for name in names if name not in order]
+    if unknown or not names:
+        raise ValueError(f"unknown stage(s) {unknown or names}; the stages are {','.join(order)}")
+    if names != order[:len(names)]:
+        raise ValueError(f"--stages must be a prefix of {','.join(order)} (each stage starts from "
+                         f"the one before it), got {','.join(names)}")
+    return chain[:len(names)]
+
+
+def book_numbers(recipe: Recipe) -> dict | None:
+    """The report-card numbers of the book's shipped model of exactly this
+    recipe (its ``evals.json`` and costs), or None."""
+    from minillm.report import stage_costs
+
+    folder = shipped_folder(f"{recipe.name}-{recipe.key()}")
+    if folder is None or not (folder / "evals.json").exists():
+        return None
+    return {**json.loads((folder / "evals.json").read_text()), **stage_costs(folder)}
+
+
+def evaluate_stage(folder: Path, device: str = "cpu") -> dict:
+    """The report card's metrics of a finished stage, computed once and kept
+    in ``evals.json`` next to its weights."""
+    from minillm.checkpoint import load_model
+    from minillm.report import stage_metrics
+    from minillm.tokenizer import load_book_tokenizer
+
+    path = folder / "evals.json"
+    if not path.exists():
+        model = load_model(folder / "model.safetensors").to(device).eval()
+        metrics = stage_metrics(model, load_book_tokenizer())
+        path.write_text(json.dumps(metrics, indent=1))
+    return json.loads(path.read_text())
+
+
+def run(out: str | Path, size: str = "tiny", stages=None, resume: bool = False, reuse: bool = False,
+        device: str = "cpu", verbose: bool = True) -> list[dict]:
+    """Train the assistant stage after stage into ``out``; returns the report card's rows.
+
+    ``out/<i>-<stage>/`` gets each stage's weights, history, recipe and
+    ``evals.json``; ``out/run.json`` the run's recipes and keys;
+    ``out/log.jsonl`` every evaluation (training-time and report card);
+    ``out/report.md`` and ``out/report.png`` the report card; ``out/hf/`` the
+    last stage exported for ``transformers``. ``resume`` continues a killed run
+    (finished stages are kept, an unfinished one resumes from its checkpoint);
+    ``reuse`` copies stages whose exact recipe is already cached or shipped
+    instead of training them (chapter 16 does this; the default trains all).
+    """
+    from minillm.report import card_table, plot_run, stage_costs
+
+    chain = check_stages(stages, assistant_chain(size))
+    out = Path(out)
+    keys = {recipe.name: recipe.key() for recipe in chain}
+    plan_path = out / "run.json"
+    if out.exists() and any(out.iterdir()):
+        if not resume:
+            raise ValueError(f"{out} is not empty: pass --resume to continue the run in it, or choose "
+                             "another --out")
+        if plan_path.exists():
+            before = json.loads(plan_path.read_text())["keys"]
+            changed = [name for name in keys if name in before and before[name] != keys[name]]
+            if changed:
+                raise ValueError(f"{out} holds a run of other recipes ({', '.join(changed)} changed "
+                                 "since); start a new run with another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    plan_path.write_text(json.dumps({"size": size, "device": device, "keys": keys,
+                                     "recipes": [dataclasses.asdict(r) for r in chain]}, indent=1))
+    rows, folders, parent = [], [], None
+    for i, recipe in enumerate(chain, 1):
+        folder = out / f"{i}-{recipe.stage}"
+        done = (folder / "model.safetensors").exists()
+        if verbose:
+            _say(f"[{i}/{len(chain)}] {recipe.stage} ({recipe.name}): " +
+                 ("finished before, kept" if done else recipe.description))
+        if not done:
+            found = cached(recipe) if reuse else None
+            if found is not None:
+                shutil.copytree(found, folder)
+            else:
+                train_stage(recipe, parent, folder, verbose=verbose, device=device)
+        metrics = evaluate_stage(folder, device)
+        row = {"stage": recipe.stage, "recipe": recipe.name, **metrics, **stage_costs(folder)}
+        if not done:
+            _log(out, recipe, folder, metrics)
+        rows.append(row)
+        folders.append(folder)
+        parent = folder
+        print(f"[{i}/{len(chain)}] {recipe.stage}: {_summary(row)}", flush=True)
+    reference = {r.name: n for r in chain if (n := book_numbers(r)) is not None}
+    _write_report(out, rows, reference, size)
+    plot_run(folders, out / "report.png")
+    _export(folders[-1], out / "hf")
+    return rows
+
+
+def _summary(row: dict) -> str:
+    return (f"held-out QA {row['heldout_accuracy']:.1%}, seen QA {row['seen_accuracy']:.1%}, "
+            f"refuses unknown {row['unknown_refusal']:.1%}, arithmetic {row['reasoning_accuracy']:.1%} "
+            f"(format {row['reasoning_format']:.1%}), val ppl {row['val_perplexity']:.2f}; "
+            f"{row['seconds']:.0f} s")
+
+
+def _log(out: Path, recipe: Recipe, folder: Path, metrics: dict) -> None:
+    """Append a stage's evaluations to ``out/log.jsonl``: each training-time
+    evaluation (held-out loss, dev accuracy) and the report card's metrics."""
+    history = json.loads((folder / "history.json").read_text())
+    with open(out / "log.jsonl", "a") as f:
+        for record in history:
+            evals = {k: v for k, v in record.items() if k in ("val_loss", "dev_accuracy")}
+            if evals:
+                f.write(json.dumps({"stage": recipe.stage, "step": record["step"], **evals}) + "\n")
+        f.write(json.dumps({"stage": recipe.stage, "step": "final", **metrics}) + "\n")
+
+
+def _write_report(out: Path, rows: list[dict], reference: dict, size: str) -> None:
+    from minillm.report import card_table
+
+    total = sum(row["seconds"] for row in rows)
+    text = [f"# Report card: the TinyWorld assistant ({size})", "",
+            f"{len(rows)} stages, {total / 60:.1f} minutes of training in all. Greedy decoding; "
+            "every number computed by `minillm.report.stage_metrics` on TinyWorld's held-out "
+            "splits. Rows marked (book) are the book's shipped models of the same recipes.", "",
+            card_table(rows, reference), "", "![curves](report.png)", ""]
+    (out / "report.md").write_text("\n".join(text))
+
+
+def _export(folder: Path, target: Path) -> None:
+    """The last stage's model, tokenizer and chat template for ``transformers``."""
+    from minillm.checkpoint import load_model
+    from minillm.hf import export
+    from minillm.tokenizer import load_book_tokenizer
+
+    export(load_model(folder / "model.safetensors"), load_book_tokenizer(), target)
+
+
 # ----------------------------------------------------------------- command line
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m minillm.pipeline",
-                                     description="Build the book's trained models (and their parents).")
-    parser.add_argument("recipes", nargs="*", help="recipe names (default: every registered recipe)")
-    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
+    parser = argparse.ArgumentParser(
+        prog="python -m minillm.pipeline",
+        description="Train the TinyWorld assistant from nothing: pretrain -> SFT -> DPO -> cold-start "
+                    "SFT -> GRPO, each stage from the one before, with a report card (about 10 "
+                    "minutes on 2 CPU cores at --size tiny). With recipe names, build those models "
+                    "into the cache instead (the book's notebooks load them from there).")
+    parser.add_argument("recipes", nargs="*",
+                        help="recipe names to build into the cache (see --list); none: run the pipeline")
+    parser.add_argument("--out", default=None,
+                        help="folder for the run (default: runs/assistant-<size>); must be empty "
+                             "unless --resume")
+    parser.add_argument("--size", default="tiny", choices=list(SIZES),
+                        help="model and pretraining size: tiny is the book's (CPU), small and base "
+                             "are wider, deeper and longer, for a GPU (default: tiny)")
+    parser.add_argument("--stages", default=None,
+                        help="run only the first stages, comma-separated, e.g. pretrain,sft "
+                             f"(default: all of {','.join(r.stage for r in assistant_chain())})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue a killed run in --out: finished stages are kept, the "
+                             "unfinished one resumes from its last checkpoint")
+    parser.add_argument("--reuse", action="store_true",
+                        help="copy stages whose exact recipe is already cached or shipped with "
+                             "the book instead of training them")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or mps (default: cpu)")
+    parser.add_argument("--list", action="store_true", help="list the recipes and exit")
     parser.add_argument("--ship", action="store_true",
-                        help="copy the built models into data/zoo/ (the book's shipped checkpoints)")
+                        help="with recipe names: copy the built models into data/zoo/ (the book's "
+                             "shipped checkpoints)")
     args = parser.parse_args(argv)
     if args.list:
         for recipe in RECIPES.values():
-            print(f"{recipe.name:24s} {recipe.stage:9s} parent={recipe.parent or '-':22s} key={recipe.key()}")
+            print(f"{recipe.name:32s} {recipe.stage:10s} parent={recipe.parent or '-':32s} "
+                  f"key={recipe.key()}")
         return 0
-    for name in args.recipes or list(RECIPES):
-        try:
-            folder = build(name, verbose=True, device=args.device)
-        except ValueError as error:
-            parser.error(str(error))
-        info = json.loads((folder / "recipe.json").read_text())
-        print(f"{name}: {folder} ({info['train_seconds']} s)")
-        if args.ship and folder.parent != SHIPPED_DIR:
-            print(f"  shipped to {ship(folder)}")
-    return 0
+    if args.device not in ("cpu", "mps") and not args.device.startswith("cuda"):
+        parser.error(f"unknown --device {args.device!r}; use cpu, cuda, cuda:N or mps")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA GPU is visible to PyTorch here")
+    if args.recipes:
+        for name in args.recipes:
+            try:
+                folder = build(name, verbose=True, device=args.device)
+            except ValueError as error:
+                parser.error(str(error))
+            if args.ship:  # with the report card's metrics, computed once here
+                evaluate_stage(folder, args.device)
+                print(f"  shipped to {ship(folder)}")
+            info = json.loads((folder / "recipe.json").read_text())
+            print(f"{name}: {folder} ({info['train_seconds']} s)")
+        return 0
+    if args.ship:
+        parser.error("--ship needs recipe names")
+    out = args.out or f"runs/assistant-{args.size}"
+    try:
+        rows = run(out, args.size, args.stages, args.resume, args.reuse, args.device)
+    except ValueError as error:
+        parser.error(str(error))
+    print(f"report card: {Path(out) / 'report.md'}; model for transformers: {Path(out) / 'hf'}")
+    return 0 if rows else 1
 
 
 if __name__ == "__main__":
