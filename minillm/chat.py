@@ -19,6 +19,9 @@ closing ``<|end|>`` (the model must learn to stop), and False on the system
 prompt, the user's words and the role tokens, which the model reads but is
 not asked to write. ``HF_CHAT_TEMPLATE`` is the same template in the Jinja
 form HF ``transformers`` uses (``apply_chat_template``).
+
+``python -m minillm.chat MODEL`` talks to a trained model in the terminal
+(``minillm/chat_cli.py``; ``--help`` for the options).
 """
 from __future__ import annotations
 
@@ -93,3 +96,11 @@ def reply_text(ids, tokenizer) -> str:
     ids = list(ids)
     end = tokenizer.special_tokens[END]
     return tokenizer.decode(ids[: ids.index(end)] if end in ids else ids)
+
+
+if __name__ == "__main__":  # python -m minillm.chat: talk to a model (minillm/chat_cli.py)
+    import sys
+
+    from minillm.chat_cli import main
+
+    sys.exit(main())

@@ -44,7 +44,9 @@ def random_model(family: str) -> Transformer:
 def load_hf(folder, family="llama"):
     """transformers 5's AutoTokenizer loads a qwen2 folder as Qwen2Tokenizer,
     which replaces tokenizer.json's pre-split regex with Qwen's: load it directly."""
-    tokenizer = transformers.AutoTokenizer if family == "llama" else transformers.PreTrainedTokenizerFast
+    tokenizer = transformers.AutoTokenizer
+    if family == "qwen2":
+        tokenizer = transformers.PreTrainedTokenizerFast
     return (transformers.AutoModelForCausalLM.from_pretrained(folder).eval(),
             tokenizer.from_pretrained(folder))
 
@@ -58,9 +60,10 @@ def hf_greedy(hf_model, ids: list[int], max_new_tokens: int) -> list[int]:
 def test_export_chat_template_logits_and_greedy_match(family, tmp_path):
     ours = random_model(family)
     hf_model, hf_tokenizer = load_hf(hf.export(ours, TOKENIZER, tmp_path), family)
-    assert type(hf_model).__name__ == ("Qwen2ForCausalLM" if family == "qwen2" else "LlamaForCausalLM")
+    assert type(hf_model).__name__ == hf.ARCHITECTURES[family]
     assert hf_tokenizer.eos_token == "<|end|>" and hf_tokenizer.eos_token_id == END
-    assert hf_model.generation_config.eos_token_id == END and not hf_model.generation_config.do_sample
+    generation = hf_model.generation_config
+    assert generation.eos_token_id == END and not generation.do_sample
     assert hf_tokenizer.pad_token == "<|pad|>" and hf_tokenizer.bos_token == "<|bos|>"
     for messages in CHATS:
         ids = encode_chat(messages, TOKENIZER, add_generation_prompt=True)[0]
@@ -90,13 +93,16 @@ def test_generate_stops_at_end_like_minillm(tmp_path):
 def test_exported_folder_loads_back_equal(tmp_path):
     ours = random_model("llama")
     folder = hf.export(ours, TOKENIZER, tmp_path)
-    assert {p.name for p in folder.iterdir()} >= {"config.json", "model.safetensors", "tokenizer.json",
-                                                 "tokenizer_config.json", "generation_config.json"}
+    assert {p.name for p in folder.iterdir()} >= {
+        "config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
+        "generation_config.json"}
     config = json.loads((folder / "config.json").read_text())
-    assert (config["bos_token_id"], config["eos_token_id"]) == (TOKENIZER.special_tokens["<|bos|>"], END)
+    assert config["bos_token_id"] == TOKENIZER.special_tokens["<|bos|>"]
+    assert config["eos_token_id"] == END
     back = hf.from_pretrained(folder)
     assert back.config == ours.config
-    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), ours.state_dict().values()))
+    pairs = zip(back.state_dict().values(), ours.state_dict().values())
+    assert all(torch.equal(a, b) for a, b in pairs)
     theirs = transformers.AutoModelForCausalLM.from_pretrained(folder)
     assert all(torch.equal(b, theirs.state_dict()[k]) for k, b in hf.to_hf_state_dict(ours).items())
 

@@ -25,6 +25,7 @@ LAYERS = [
     {"train"},
     {"pipeline"},
     {"zoo"},
+    {"chat_cli"},
 ]
 
 
@@ -33,12 +34,28 @@ def module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+def walk(tree: ast.AST):
+    """``ast.walk`` minus ``if __name__ == "__main__":`` blocks: what a script does
+    when run (``python -m minillm.chat`` starts ``chat_cli``) is not an import
+    of the module by others, so it adds no edge to the graph."""
+    todo = [tree]
+    while todo:
+        node = todo.pop()
+        test = getattr(node, "test", None)
+        if isinstance(node, ast.If) and isinstance(test, ast.Compare) \
+                and isinstance(test.left, ast.Name) and test.left.id == "__name__":
+            continue
+        yield node
+        todo.extend(ast.iter_child_nodes(node))
+
+
 def imports_of(path: Path) -> set[str]:
-    """The minillm modules a file imports (anywhere in it, relative imports resolved)."""
+    """The minillm modules a file imports (anywhere in it but a ``__main__``
+    block, relative imports resolved)."""
     here = module_name(path)
     package = here if path.name == "__init__.py" else here.rsplit(".", 1)[0]
     found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
+    for node in walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             found |= {a.name for a in node.names if a.name.startswith("minillm")}
         elif isinstance(node, ast.ImportFrom):
