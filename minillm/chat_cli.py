@@ -50,8 +50,10 @@ def load(source: str, device: str = "cpu"):
             model = from_pretrained(path)
         elif (path / "model.safetensors").is_file():
             model = load_model(path / "model.safetensors")
-        else:
-            raise FileNotFoundError(f"{path} holds no model.safetensors: not a stage folder")
+        else:  # a pipeline run's folder holds one folder per stage, and hf/
+            inner = sorted(f.name for f in path.iterdir() if (f / "model.safetensors").is_file())
+            hint = f" (its model folders: {', '.join(inner)})" if inner else ""
+            raise FileNotFoundError(f"{path} holds no model.safetensors: not a stage folder{hint}")
     elif source in RECIPES:
         model = load_model(zoo.path(source, verbose=True, device=device) / "model.safetensors")
     elif path.exists() or "/" in source or source.startswith("."):

@@ -126,6 +126,14 @@ def test_errors_are_named(argv, words, capsys, tmp_path):
     assert re.search(words, err), err
 
 
+def test_a_run_folder_names_its_model_folders(capsys, tmp_path):
+    for name in ("0-pretrain", "1-sft", "hf"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model.safetensors").write_bytes(b"")
+    code, _, err = run(capsys, str(tmp_path), "-q", "hi")
+    assert code == 2 and "(its model folders: 0-pretrain, 1-sft, hf)" in err
+
+
 def test_a_question_too_long_for_the_context_is_reported(capsys):
     code, out, err = run(capsys, "tinyworld-sft", "--max-new-tokens", "100", "-q", "word " * 40)
     assert code == 1 and out == ""
