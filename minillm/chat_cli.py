@@ -147,7 +147,9 @@ def parser() -> argparse.ArgumentParser:
                     "conversation, /quit or Ctrl-D ends.")
     p.add_argument("model", metavar="DIR_OR_NAME",
                    help="a folder holding model.safetensors (a pipeline stage folder, or an HF "
-                        f"export from minillm.hf.export), or a recipe name: {', '.join(RECIPES)}")
+                        "export from minillm.hf.export), or a recipe name (a shipped model loads "
+                        "in a second, any other is trained first, in minutes): "
+                        f"{', '.join(RECIPES)}")
     p.add_argument("--system", metavar="TEXT",
                    help="a system message to start the conversation with (TinyWorld's question "
                         "answering models were trained with 'You answer questions about the people "
@@ -216,15 +218,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model}: {n / 1e6:.1f}M parameters, {model.config.max_seq_len}-token context, "
           + ("greedy" if args.temperature == 0 else f"temperature {args.temperature:g}")
           + ". /reset forgets, /quit or Ctrl-D ends.", file=sys.stderr)
-    while True:
-        try:
-            line = input("you> ").strip()
-        except (EOFError, KeyboardInterrupt):
-            print(file=sys.stderr)
-            return 0
-        if line == "/quit":
-            return 0
-        if line == "/reset":
-            chat.reset()
-        elif line:
-            answer(line)
+    try:
+        while (line := input("you> ").strip()) != "/quit":
+            if line == "/reset":
+                chat.reset()
+            elif line:
+                answer(line)
+    except (EOFError, KeyboardInterrupt):  # Ctrl-D, or Ctrl-C (also mid-reply)
+        print(file=sys.stderr)
+    return 0

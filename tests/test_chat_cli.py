@@ -1,4 +1,5 @@
 """python -m minillm.chat: the terminal chat (minillm/chat_cli.py), in -q mode on shipped models."""
+import io
 import os
 import re
 import subprocess
@@ -101,6 +102,17 @@ def test_history_drops_the_oldest_turns_to_fit_the_context(sft, capsys):
                          *[arg for q in questions for arg in ("-q", q)])
     assert code == 0 and len(out.splitlines()) == 3
     assert "outgrew the model's 128-token context: forgot the oldest" in err
+
+
+def test_interactive_loop_reads_lines_until_quit(sft, capsys, monkeypatch):
+    record = tinyworld.load("sft_eval_seen")[0]
+    question, reply = record["messages"][1]["content"], answer_questions(*sft, [record])[0]["reply"]
+    lines = f"{question}\n/reset\n\n{question}\n/quit\nignored\n"
+    monkeypatch.setattr("sys.stdin", io.StringIO(lines))
+    code, out, err = run(capsys, "tinyworld-sft", "--system", SYSTEM)
+    replies = [line for line in out.split("you> ") if line.strip()]
+    assert code == 0 and replies == [reply + "\n"] * 2  # /reset: the second is asked afresh
+    assert "tinyworld-sft: 1.0M parameters, 128-token context, greedy" in err
 
 
 def test_help_explains_every_option():
