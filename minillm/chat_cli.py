@@ -43,7 +43,8 @@ DIM, RESET = "\033[2m", "\033[0m"
 
 def load(source: str, device: str = "cpu"):
     """``(model, tokenizer)``: ``source`` is a folder with ``model.safetensors``
-    (a pipeline stage, or an HF export with ``config.json``) or a recipe name."""
+    (a pipeline stage, or an HF export with ``config.json``), such a file, or a
+    recipe name."""
     path = Path(source)
     if path.is_dir():
         if (path / "config.json").is_file():
@@ -54,9 +55,11 @@ def load(source: str, device: str = "cpu"):
             inner = sorted(f.name for f in path.iterdir() if (f / "model.safetensors").is_file())
             hint = f" (its model folders: {', '.join(inner)})" if inner else ""
             raise FileNotFoundError(f"{path} holds no model.safetensors: not a stage folder{hint}")
+    elif path.is_file():  # model.safetensors itself
+        model = load_model(path)
     elif source in RECIPES:
         model = load_model(zoo.path(source, verbose=True, device=device) / "model.safetensors")
-    elif path.exists() or "/" in source or source.startswith("."):
+    elif "/" in source or source.startswith("."):
         raise FileNotFoundError(f"{source}: no such folder")
     else:
         raise ValueError(f"unknown model {source!r}: not a folder, and no recipe has that name; "

@@ -60,8 +60,9 @@ def test_a_stage_folder_and_an_hf_export_answer_like_the_name(sft, capsys, tmp_p
     export(sft[0], sft[1], tmp_path)
     question = ["--system", SYSTEM, "-q", "Where was Kedal Nard born?"]
     outs = [run(capsys, source, *question) for source in
-            ("tinyworld-sft", str(zoo.path("tinyworld-sft")), str(tmp_path))]
-    assert outs[0][0] == 0 and outs[0][1] == outs[1][1] == outs[2][1]
+            ("tinyworld-sft", str(zoo.path("tinyworld-sft")), str(tmp_path),
+             str(zoo.path("tinyworld-sft") / "model.safetensors"))]
+    assert outs[0][0] == 0 and outs[0][1] == outs[1][1] == outs[2][1] == outs[3][1]
 
 
 def test_reasoning_reply_shows_think_or_only_the_answer(capsys):
@@ -126,6 +127,7 @@ def test_help_explains_every_option():
     (["tinyworld-nope", "-q", "hi"], "unknown model 'tinyworld-nope'.*recipes: tinyworld-base"),
     (["no/such/folder", "-q", "hi"], "no/such/folder: no such folder"),
     (["{tmp}", "-q", "hi"], "holds no model.safetensors"),
+    (["{root}/pyproject.toml", "-q", "hi"], "pyproject.toml is not a readable safetensors file"),
     (["tinyworld-sft", "--temperature", "-1", "-q", "hi"], "--temperature must be >= 0"),
     (["tinyworld-sft", "--max-new-tokens", "0", "-q", "hi"], "--max-new-tokens must be >= 1"),
     (["tinyworld-sft", "--max-new-tokens", "128", "-q", "hi"], "leaves no room for a prompt"),
@@ -133,7 +135,8 @@ def test_help_explains_every_option():
     (["tinyworld-sft", "--temperature", "hot"], "invalid float value: 'hot'"),
 ])
 def test_errors_are_named(argv, words, capsys, tmp_path):
-    code, _, err = run(capsys, *[a.replace("{tmp}", str(tmp_path)) for a in argv])
+    argv = [a.replace("{tmp}", str(tmp_path)).replace("{root}", str(ROOT)) for a in argv]
+    code, _, err = run(capsys, *argv)
     assert code == 2
     assert re.search(words, err), err
 
