@@ -223,8 +223,8 @@ ASSISTANT_COLD_START = register(Recipe(
     name="tinyworld-assistant-cold-start",
     stage="cold_start",
     parent="tinyworld-dpo",
-    description=f"{REASONING_SFT.description}; from tinyworld-dpo, with 1,000 sft_train_wide chats "
-                "replayed among the traces",
+    description="tinyworld-dpo fine-tuned on reasoning_train's worked traces with 1,000 sft_train_wide "
+                f"chats replayed among them (loss on the replies), {COLD_STEPS} steps x 32, lr 1e-3",
     model=None,
     train=REASONING_SFT.train,
     data=("reasoning_train", "sft_train_wide"),
