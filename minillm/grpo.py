@@ -405,7 +405,8 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     (``recipe.data[0]``, ``reasoning_train``), loss on the completion only;
     ``options["tag_weight"]`` weighs the tag tokens' loss (default 1).
     ``options["replay"]`` = n mixes n chats of ``recipe.data[1]`` (a random
-    sample, seeded) into the traces, so that a parent which already answers
+    sample, seeded) into the traces, and ``options["replay_text"]`` = m mixes
+    m documents of ``recipe.data[2]``, so that a parent which already answers
     questions keeps doing so (the capstone's assistant)."""
     import json
 
@@ -418,16 +419,22 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     tokenizer = load_book_tokenizer()
     model = load_model(parent / "model.safetensors").to(device)
     data = cold_start_data(tinyworld.load(recipe.data[0]), tokenizer)
+    rng, special = random.Random(recipe.train_config().seed), tokenizer.special_tokens
+    replay = []  # (ids, loss mask) of chats (replies scored) and documents (every token scored)
     if recipe.options.get("replay"):
-        chats = random.Random(recipe.train_config().seed).sample(
-            tinyworld.load(recipe.data[1]), recipe.options["replay"])
-        pad = tokenizer.special_tokens["<|pad|>"]
-        replay = pad_examples(encode_examples(chats, tokenizer), pad)
-        width = max(data[0].shape[1], replay["input_ids"].shape[1])
+        replay += encode_examples(rng.sample(tinyworld.load(recipe.data[1]), recipe.options["replay"]),
+                                  tokenizer)
+    if recipe.options.get("replay_text"):
+        for record in rng.sample(tinyworld.load(recipe.data[2]), recipe.options["replay_text"]):
+            ids = [special["<|bos|>"], *tokenizer.encode(record["text"]), special["<|eos|>"]]
+            replay.append((ids, [False] + [True] * (len(ids) - 1)))
+    if replay:
+        rows = pad_examples(replay, special["<|pad|>"])
+        width = max(data[0].shape[1], rows["input_ids"].shape[1])
         data = tuple(torch.cat([torch.nn.functional.pad(a, (0, width - a.shape[1]), value=fill),
                                 torch.nn.functional.pad(b, (0, width - b.shape[1]), value=fill)])
-                     for a, b, fill in ((data[0], replay["input_ids"], pad),
-                                        (data[1], replay["labels"], IGNORE_INDEX)))
+                     for a, b, fill in ((data[0], rows["input_ids"], special["<|pad|>"]),
+                                        (data[1], rows["labels"], IGNORE_INDEX)))
     partial = work / "partial.safetensors"
     trainer = Trainer(model, recipe.train_config(), data, checkpoint_path=partial, progress=verbose,
                       loss_fn=tag_weighted_loss(tokenizer, recipe.options.get("tag_weight", 1.0)))

@@ -66,7 +66,9 @@ def stage_costs(folder: Path) -> dict[str, float]:
     info = json.loads((folder / "recipe.json").read_text())
     history = json.loads((folder / "history.json").read_text())
     if history and "tokens" in history[-1]:
-        tokens = history[-1]["tokens"]
+        tokens = history[-1]["tokens"]  # the Trainer counts its batch's first tensor,
+        if info["stage"] == "dpo":      # which for DPO is the chosen rows: add the rejected
+            tokens *= 2
     else:  # GRPO: prompts_per_step x group_size completions of mean length `length`
         options = info.get("options", {})
         group = options.get("prompts_per_step", 0) * options.get("group_size", 0)
@@ -74,7 +76,7 @@ def stage_costs(folder: Path) -> dict[str, float]:
     return {"seconds": info["train_seconds"], "tokens": tokens}
 
 
-def _cell(key: str, value) -> str:
+def format_cell(key: str, value) -> str:
     if value is None:
         return "-"
     if key == "val_perplexity":
@@ -96,10 +98,10 @@ def card_table(rows: list[dict], reference: dict[str, dict] | None = None) -> st
     lines = ["| stage | " + " | ".join(TITLES[c] for c in columns) + " |",
              "|---|" + "---:|" * len(columns)]
     for row in rows:
-        lines.append(f"| {row['stage']} | " + " | ".join(_cell(c, row.get(c)) for c in columns) + " |")
+        lines.append(f"| {row['stage']} | " + " | ".join(format_cell(c, row.get(c)) for c in columns) + " |")
         book = (reference or {}).get(row["recipe"])
         if book is not None:
-            lines.append("| (book) | " + " | ".join(_cell(c, book.get(c)) for c in columns) + " |")
+            lines.append("| (book) | " + " | ".join(format_cell(c, book.get(c)) for c in columns) + " |")
     return "\n".join(lines)
 
 
