@@ -251,17 +251,23 @@ class DPOLoss:
     The batch (from ``PairBatches``) must hold ``ref_chosen``/``ref_rejected``
     (``add_reference_log_probs``). With ``average=True`` the policy's and the
     reference's log-probs are both divided by the reply length before the
-    loss (length-normalised). Every call appends its metrics to ``records``;
+    loss (length-normalised). ``sft_weight`` > 0 adds that times the chosen
+    replies' mean token negative log-likelihood (RPO, Pang et al. 2024; trl's
+    ``loss_type=["sigmoid", "sft"]``, ``loss_weights=[1, sft_weight]``): DPO
+    moves log-probs only *relative to* the reference, the NLL term raises the
+    chosen reply itself. Every call appends its metrics to ``records``;
     ``pop_metrics()`` averages and clears them (once per optimizer step).
     """
 
     def __init__(self, beta: float = 0.1, loss_type: str = "sigmoid",
-                 label_smoothing: float = 0.0, average: bool = False):
+                 label_smoothing: float = 0.0, average: bool = False, sft_weight: float = 0.0):
         dpo_loss(*torch.zeros(4, 1), beta=beta, loss_type=loss_type,  # validate now, not mid-run
                  label_smoothing=label_smoothing, chosen_tokens=torch.ones(1),
                  rejected_tokens=torch.ones(1))
+        if not sft_weight >= 0:
+            raise ValueError(f"sft_weight must be >= 0, got {sft_weight!r}")
         self.beta, self.loss_type = beta, loss_type
-        self.label_smoothing, self.average = label_smoothing, average
+        self.label_smoothing, self.average, self.sft_weight = label_smoothing, average, sft_weight
         self.records: list[dict] = []
 
     def __call__(self, model, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -270,12 +276,15 @@ class DPOLoss:
                              "run add_reference_log_probs(ref_model, data) first")
         logp = pair_log_probs(model, batch)
         losses, chosen_r, rejected_r = self.losses(logp, batch)
+        # The chosen replies' mean token NLL (trl's "sft" loss term, RPO's alpha * NLL).
+        sft = -logp["chosen"].sum() / logp["chosen_tokens"].sum().clamp(min=1)
         self.records.append({
-            "dpo_loss": losses.mean().item(), "reward_accuracy": (chosen_r > rejected_r).float().mean().item(),
+            "dpo_loss": losses.mean().item(), "sft_loss": sft.item(),
+            "reward_accuracy": (chosen_r > rejected_r).float().mean().item(),
             "reward_margin": (chosen_r - rejected_r).mean().item(), "chosen_reward": chosen_r.mean().item(),
             "rejected_reward": rejected_r.mean().item(), "chosen_logp": logp["chosen"].mean().item(),
             "rejected_logp": logp["rejected"].mean().item()})
-        return losses.mean()
+        return losses.mean() + self.sft_weight * sft if self.sft_weight else losses.mean()
 
     def losses(self, logp: dict, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``dpo_loss`` on ``pair_log_probs`` output and the batch's reference log-probs."""
@@ -324,27 +333,117 @@ def evaluate_pairs(model, data: dict[str, torch.Tensor], beta: float = 0.1,
 
 # ---------------------------------------------------------- the dpo stage
 
+def chosen_sft_blocks(records: list[dict], tokenizer, replay: list[dict] = (),
+                      block_size: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """SFT blocks (``minillm.sft``) of the pairs' *chosen* replies, shuffled with
+    ``replay`` chats (e.g. the SFT data, so that nothing is forgotten) and
+    packed; the loss is on the replies only. The DPO paper's remedy when the
+    reference model never says what the pairs prefer: fine-tune it on the
+    preferred replies first (Rafailov et al. 2023, section 4)."""
+    import random
+
+    from minillm.sft import encode_examples, pack_examples
+
+    chats = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["chosen"]}]}
+             for r in records]
+    examples = encode_examples(chats + list(replay), tokenizer)
+    random.Random(seed).shuffle(examples)
+    return pack_examples(examples, block_size, tokenizer.special_tokens["<|pad|>"])
+
+
 class LogMetrics:
-    """Trainer callback: adds ``DPOLoss``'s per-step metrics (reward accuracy,
-    margin, chosen/rejected rewards and log-probs) to each history record.
+    """Trainer callback: adds the loss_fn's per-step metrics (``DPOLoss``:
+    reward accuracy, margin, chosen/rejected rewards and log-probs) and a
+    ``phase`` name to each history record.
 
     The Trainer saves a checkpoint before ``after_step`` runs, so a record
     restored from a checkpoint lacks these metrics for the checkpoint's last
     step (the weights and the loss are exact)."""
 
-    def __init__(self, loss_fn: DPOLoss):
-        self.loss_fn = loss_fn
+    def __init__(self, loss_fn, phase: str = "dpo"):
+        self.loss_fn, self.phase = loss_fn, phase
 
     def after_step(self, trainer, record: dict) -> None:
-        record.update(self.loss_fn.pop_metrics())
+        record.update(self.loss_fn.pop_metrics() if self.loss_fn else {}, phase=self.phase)
 
+
+def train_dpo(policy, pairs: dict[str, torch.Tensor], config, *, beta: float = 0.1,
+              loss_type: str = "sigmoid", label_smoothing: float = 0.0, average: bool = False,
+              sft_weight: float = 0.0, sft_steps: int = 0, sft_lr: float = 3e-4,
+              sft_blocks: tuple[torch.Tensor, torch.Tensor] | None = None,
+              eval_pairs: dict | None = None, callbacks=(), work: Path | None = None,
+              progress: bool = False) -> tuple[list[dict], dict]:
+    """DPO of ``policy`` (in place) on encoded pairs; returns (history, facts).
+
+    1. ``sft_steps`` > 0: first fine-tune on ``sft_blocks`` (``chosen_sft_blocks``:
+       the chosen replies plus replayed SFT chats), ``config.batch_size // 2``
+       blocks a step at ``sft_lr`` (warmup, cosine to a tenth): the reference
+       must be able to say what the pairs prefer, or DPO has nothing to raise
+       (its loss moves log-probs relative to the reference and is satisfied
+       long before an improbable chosen reply becomes the likely one).
+    2. The current policy becomes the frozen reference: its log-probs are
+       computed once (``add_reference_log_probs``).
+    3. ``config.steps`` steps of ``DPOLoss(beta, loss_type, label_smoothing,
+       average, sft_weight)``.
+
+    ``work``: a folder for resumable checkpoints (a rerun continues where an
+    interrupted one stopped). ``callbacks`` run in both phases; history
+    records carry ``phase`` ("sft"/"dpo").
+    ``facts``: with ``eval_pairs``, their reward accuracy and mean margin at
+    the end (against the reference DPO started from)."""
+    import dataclasses
+    import json
+
+    from minillm.checkpoint import load_weights, save_model
+    from minillm.train import Trainer
+
+    history: list[dict] = []
+
+    def trainer(loss_fn, cfg, batches, phase, extra=()):
+        partial = work / f"partial_{phase}.safetensors" if work else None
+        t = Trainer(policy, cfg, batches, loss_fn=loss_fn, callbacks=[LogMetrics(loss_fn, phase), *extra],
+                    checkpoint_path=partial, progress=progress)
+        if partial is not None and partial.exists():  # an interrupted run: continue it
+            t.load_checkpoint(partial)
+        return t
+
+    if sft_steps:
+        if sft_blocks is None:
+            raise ValueError("sft_steps > 0 needs sft_blocks (see chosen_sft_blocks)")
+        done = work / "sft_phase.safetensors" if work else None
+        if done is not None and done.exists():
+            load_weights(policy, done)
+            history += json.loads((work / "sft_phase.json").read_text())
+        else:
+            cfg = dataclasses.replace(config, steps=sft_steps, batch_size=max(1, config.batch_size // 2),
+                                      grad_accum=1, lr=sft_lr, min_lr=sft_lr / 10)
+            history += trainer(None, cfg, sft_blocks, "sft", callbacks).fit()
+            if done is not None:
+                save_model(policy, done)
+                (work / "sft_phase.json").write_text(json.dumps(history))
+    pairs = add_reference_log_probs(policy, pairs)
+    if eval_pairs is not None:
+        eval_pairs = add_reference_log_probs(policy, eval_pairs)
+    loss_fn = DPOLoss(beta, loss_type, label_smoothing, average, sft_weight)
+    batches = PairBatches(pairs, config.batch_size * config.grad_accum, seed=config.seed)
+    history += trainer(loss_fn, config, batches, "dpo", callbacks).fit()
+    facts = {}
+    if eval_pairs is not None:
+        scores = evaluate_pairs(policy, eval_pairs, beta=beta)
+        facts = {"eval_reward_accuracy": scores["correct"].float().mean().item(),
+                 "eval_reward_margin": scores["margin"].mean().item()}
+    return history, facts
+
+
+SFT_REPLAY = "sft_train_wide"  # the SFT model's own training chats, replayed in the SFT phase
 
 #: The book's DPO recipe (``minillm.pipeline`` registers it as a ``Recipe``).
-#: Starts from the SFT model; options are ``DPOLoss``'s arguments.
+#: Starts from the SFT model; options are ``train_dpo``'s keyword arguments.
 RECIPE = dict(
     name="tinyworld-dpo", stage="dpo", parent="tinyworld-sft", model=None,
     data=("dpo_train", "dpo_eval"), keep_best=False,
-    options=dict(beta=0.1, loss_type="sigmoid", label_smoothing=0.0, average=False),
+    options=dict(beta=0.1, loss_type="sigmoid", label_smoothing=0.0, average=False,
+                 sft_weight=0.0, sft_steps=0, sft_lr=3e-4),
     train=dict(steps=120, batch_size=32, lr=1e-4, min_lr=1e-5, warmup_steps=10, weight_decay=0.0,
                grad_clip=1.0, precision="fp32", eval_every=0, checkpoint_every=40, seed=0),
     description="DPO on TinyWorld's 1,920 preference pairs (unknown people -> I don't know; known "
@@ -355,45 +454,39 @@ RECIPE = dict(
 
 
 def run_stage(recipe, parent: Path, out: Path, work: Path, verbose: bool, device: str) -> dict:
-    """The pipeline's ``dpo`` stage: DPO from the parent's weights.
+    """The pipeline's ``dpo`` stage: ``train_dpo`` from the parent's weights.
 
     Writes ``model.safetensors`` and ``history.json`` (one record per step,
-    with ``DPOLoss``'s metrics) into ``out``; checkpoints into ``work`` so an
+    with the loss's metrics) into ``out``; checkpoints into ``work`` so an
     interrupted run resumes. Returns facts for ``recipe.json``: the
-    reference-pass time and the evaluation pairs' reward accuracy and margin.
+    evaluation pairs' reward accuracy and margin (against the reference
+    DPO started from).
     """
     import json
-    import time
 
     from minillm.checkpoint import load_model, save_model
     from minillm.tokenizer import load_book_tokenizer
-    from minillm.train import Trainer
 
     tokenizer, config = load_book_tokenizer(), recipe.train_config()
     train_file, eval_file = recipe.data
     policy = load_model(parent / "model.safetensors").to(device)
-    start = time.time()
-    # The parent is the reference: its log-probs are computed before the first update.
-    train = add_reference_log_probs(policy, encode_pairs(load_pairs(train_file), tokenizer))
-    held_out = add_reference_log_probs(policy, encode_pairs(load_pairs(eval_file), tokenizer))
-    reference_seconds = time.time() - start
-    loss_fn = DPOLoss(**recipe.options)
-    batches = PairBatches(train, config.batch_size * config.grad_accum, seed=config.seed)
-    partial = work / "partial.safetensors"
-    trainer = Trainer(policy, config, batches, loss_fn=loss_fn, callbacks=[LogMetrics(loss_fn)],
-                      checkpoint_path=partial, progress=verbose)
-    if partial.exists():  # a previous run was interrupted: continue it
-        trainer.load_checkpoint(partial)
+    records = load_pairs(train_file)
+    train = encode_pairs(records, tokenizer)
+    held_out = encode_pairs(load_pairs(eval_file), tokenizer)
+    options = dict(recipe.options)
+    if options.get("sft_steps"):
+        from minillm import tinyworld
+
+        options["sft_blocks"] = chosen_sft_blocks(records, tokenizer, tinyworld.load(SFT_REPLAY),
+                                                  seed=config.seed)
     threads = torch.get_num_threads()
     if torch.device(device).type == "cpu":
         torch.set_num_threads(1)  # small matrices: one thread is as fast, and never oversubscribes
     try:
-        history = trainer.fit()
+        history, facts = train_dpo(policy, train, config, eval_pairs=held_out, work=work,
+                                   progress=verbose, **options)
     finally:
         torch.set_num_threads(threads)
     save_model(policy, out / "model.safetensors")
     (out / "history.json").write_text(json.dumps(history))
-    scores = evaluate_pairs(policy, held_out, beta=loss_fn.beta)
-    return {"reference_seconds": round(reference_seconds, 1),
-            "eval_reward_accuracy": scores["correct"].float().mean().item(),
-            "eval_reward_margin": scores["margin"].mean().item()}
+    return facts

@@ -319,6 +319,26 @@ def test_reward_is_read_at_the_last_reply_token():
         model(ids, torch.full_like(labels, IGNORE_INDEX))
 
 
+def test_sft_weight_adds_the_chosen_replies_mean_token_nll():
+    policy, ref = tiny_model(0), tiny_model(1)
+    data = dpo.add_reference_log_probs(ref, dpo.encode_pairs(PAIRS[:6], TOKENIZER))
+    plain, rpo = dpo.DPOLoss(beta=0.1), dpo.DPOLoss(beta=0.1, sft_weight=0.5)
+    logp = dpo.pair_log_probs(policy, data)
+    nll = -logp["chosen"].sum() / logp["chosen_tokens"].sum()  # trl's "sft" term: token mean
+    assert torch.allclose(rpo(policy, data), plain(policy, data) + 0.5 * nll, atol=1e-6)
+    assert abs(rpo.pop_metrics()["sft_loss"] - nll.item()) < 1e-5
+    with pytest.raises(ValueError, match="sft_weight must be >= 0"):
+        dpo.DPOLoss(sft_weight=-1.0)
+
+
+def test_chosen_sft_blocks_train_on_the_chosen_replies_only():
+    x, y = dpo.chosen_sft_blocks(PAIRS[:3], TOKENIZER, block_size=256)
+    targets = TOKENIZER.decode([int(t) for t in y[y != IGNORE_INDEX]])
+    for record in PAIRS[:3]:
+        assert record["chosen"] in targets and record["rejected"] not in targets
+        assert record["prompt"][-1]["content"] not in targets
+
+
 # ------------------------------------------------------------- the stage
 
 @pytest.mark.slow
@@ -349,3 +369,23 @@ def test_stage_trains_logs_metrics_and_resumes(tmp_path):
     assert [r["loss"] for r in resumed] == [r["loss"] for r in history]
     first, second = load_model(out / "model.safetensors"), load_model(out2 / "model.safetensors")
     assert all(torch.equal(a, b) for a, b in zip(first.state_dict().values(), second.state_dict().values()))
+
+
+@pytest.mark.slow
+def test_stage_with_an_sft_phase_trains_both_phases(tmp_path):
+    from minillm.checkpoint import save_model
+    from minillm.train import TrainConfig
+
+    parent, out, work = tmp_path / "parent", tmp_path / "out", tmp_path / "work"
+    for folder in (parent, out, work):
+        folder.mkdir()
+    save_model(tiny_model(0), parent / "model.safetensors")
+    config = dict(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, weight_decay=0.0,
+                  eval_every=0, checkpoint_every=0, seed=0)
+    recipe = types.SimpleNamespace(train_config=lambda: TrainConfig(**config),
+                                   data=("dpo_eval", "dpo_eval"),
+                                   options=dict(beta=0.1, sft_steps=2, sft_lr=1e-3))
+    dpo.run_stage(recipe, parent, out, work, verbose=False, device="cpu")
+    history = json.loads((out / "history.json").read_text())
+    assert [(r["phase"], r["step"]) for r in history] == [("sft", 1), ("sft", 2), ("dpo", 1), ("dpo", 2)]
+    assert abs(history[2]["dpo_loss"] - 0.6931) < 1e-3  # DPO starts at its new reference

@@ -1,0 +1,216 @@
+"""DPO on TinyWorld: every run chapter 14, notebook 2 plots (not a timed test).
+
+Each run starts from the ``tinyworld-sft`` model, trains DPO (``minillm.dpo``:
+the shared Trainer with ``DPOLoss`` as its loss_fn, the SFT model's
+reference log-probs precomputed once) and then measures, greedily:
+
+* refusal rate on unknown people (``sft_eval_unknown``),
+* false refusals and QA accuracy on known people (``sft_eval_heldout``:
+  people only read about in pretraining; ``sft_eval_seen``: SFT people, new
+  phrasings),
+* every ``--track`` steps, the summed log-probs of chosen and rejected
+  replies on a fixed sample of ``dpo_eval`` pairs, by kind (unknown person;
+  known person, wrong value; known person, needless refusal).
+
+    OMP_NUM_THREADS=1 python bench/bench_dpo.py --group recipe     # 3 seeds
+    OMP_NUM_THREADS=1 python bench/bench_dpo.py --group beta lr average plain
+    OMP_NUM_THREADS=1 python bench/bench_dpo.py --list
+
+Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
+line per run (a rerun replaces the line of the same name). One run takes
+about 1-2 minutes on one CPU thread.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from minillm import dpo, tinyworld, zoo  # noqa: E402
+from minillm.evals import accuracy_by, answer_questions, refusal_rate  # noqa: E402
+from minillm.checkpoint import save_model  # noqa: E402
+from minillm.train import TrainConfig  # noqa: E402
+
+OUT = ROOT / "chapters" / "14_preference_optimization" / "bench_dpo.jsonl"
+CACHE = ROOT / ".cache" / "bench_dpo"
+KINDS = ("unknown", "known_wrong", "known_refusal")
+N_TRACK = 32  # tracked dpo_eval pairs per kind
+
+# Plain DPO from the SFT model (the textbook recipe), and variations of it.
+PLAIN = dict(beta=0.1, loss_type="sigmoid", label_smoothing=0.0, average=False, sft_weight=0.0,
+             sft_steps=0, sft_lr=3e-4, steps=120, batch_size=32, lr=1e-4, min_lr=1e-5,
+             warmup_steps=10)
+# First SFT on the chosen replies (with the SFT data replayed), then DPO from there.
+SFT_THEN_DPO = dict(PLAIN, sft_steps=150, steps=60)
+
+
+def variant(name: str, base: dict = PLAIN, **change) -> dict:
+    return {"name": name, **base, "seed": 0, **change}
+
+
+GROUPS = {
+    "plain": [variant(f"plain-seed{s}", seed=s) for s in (0, 1, 2)],
+    "beta": [variant(f"plain-beta{b:g}", beta=b) for b in (0.01, 1.0)],
+    "lr": [variant("plain-lr0.001", lr=1e-3, min_lr=1e-4)],
+    "average": [variant("plain-average", average=True)],
+    "sft_then_dpo": [variant(f"sft-dpo-seed{s}", SFT_THEN_DPO, seed=s) for s in (0, 1, 2)],
+}
+
+
+def data(tokenizer) -> dict:
+    """Encoded training pairs and the tracked dpo_eval sample (cached on disk)."""
+    CACHE.mkdir(parents=True, exist_ok=True)
+    path = CACHE / "pairs.pt"
+    if path.exists():
+        return torch.load(path)
+    records = dpo.load_pairs("dpo_eval")
+    track = [r for k in KINDS for r in [r for r in records if r["kind"] == k][:N_TRACK]]
+    out = {"train": dpo.encode_pairs(dpo.load_pairs("dpo_train"), tokenizer),
+           "track": dpo.encode_pairs(track, tokenizer), "track_kinds": [r["kind"] for r in track]}
+    torch.save(out, path)
+    return out
+
+
+class Track:
+    """Callback: tracked pairs' mean chosen/rejected log-probs by kind (every
+    ``every`` steps of each phase), and the QA evaluation when the SFT phase ends."""
+
+    def __init__(self, pairs: dict, kinds: list[str], every: int, tokenizer):
+        self.pairs, self.kinds, self.every, self.rows = pairs, kinds, every, []
+        self.tokenizer, self.after_sft = tokenizer, None
+
+    def after_step(self, trainer, record) -> None:
+        step, phase = record["step"], record.get("phase", "dpo")
+        if phase == "sft" and step == trainer.config.steps:
+            self.after_sft = evaluate(trainer.model, self.tokenizer)
+            trainer.model.train()
+        if step % self.every and step != trainer.config.steps:
+            return
+        self.measure(trainer.model, step, phase)
+        trainer.model.train()
+
+    def measure(self, model, step: int, phase: str = "dpo") -> None:
+        scores = dpo.evaluate_pairs(model, self.pairs)
+        row = {"step": step, "phase": phase}
+        for kind in KINDS:
+            pick = torch.tensor([k == kind for k in self.kinds])
+            for key in ("chosen", "rejected"):
+                row[f"{kind}_{key}"] = scores[key][pick].mean().item()
+        self.rows.append(row)
+
+
+def first_token_refusal(model, tokenizer, records) -> torch.Tensor:
+    """P(the reply starts with "I", the refusal's first token) per question:
+    greedy refuses exactly when this wins the first step (no name starts with "I")."""
+    from minillm.chat import encode_chat
+    from minillm.generate import left_pad
+
+    first = tokenizer.encode(tinyworld.IDK)[0]
+    prompts = [encode_chat(r["messages"][:-1], tokenizer, add_generation_prompt=True)[0]
+               for r in records]
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(prompts), 128):
+            ids, mask = left_pad(prompts[i:i + 128], tokenizer.special_tokens["<|pad|>"])
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(ids, attention_mask=mask, position_ids=positions)[:, -1]
+            out.append(logits.softmax(-1)[:, first])
+    return torch.cat(out)
+
+
+def evaluate(model, tokenizer) -> dict:
+    out, examples, p_first = {}, {}, {}
+    for split in ("sft_eval_unknown", "sft_eval_heldout", "sft_eval_seen"):
+        records = tinyworld.load(split)
+        rows = answer_questions(model, tokenizer, records)
+        short = split.removeprefix("sft_eval_")
+        out[f"{short}_refusal"] = refusal_rate(rows)
+        out[f"{short}_accuracy"] = accuracy_by(rows)
+        examples[short] = [r["reply"] for r in rows[:3]]
+        p_first[short] = first_token_refusal(model, tokenizer, records)
+        out[f"{short}_p_refuse"] = p_first[short].mean().item()
+    u, h = p_first["unknown"], p_first["heldout"]
+    out["auc_unknown_vs_heldout"] = (u[:, None] > h[None, :]).float().mean().item()
+    out["examples"] = examples
+    return out
+
+
+def run(spec: dict, track_every: int = 10) -> dict:
+    model, tokenizer = zoo.load("tinyworld-sft")
+    pairs = data(tokenizer)
+    torch.manual_seed(spec["seed"])
+    config = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
+                         min_lr=spec["min_lr"], warmup_steps=spec["warmup_steps"],
+                         weight_decay=0.0, grad_clip=1.0, precision="fp32", eval_every=0,
+                         seed=spec["seed"])
+    options = {k: spec[k] for k in ("beta", "loss_type", "label_smoothing", "average",
+                                     "sft_weight", "sft_steps", "sft_lr")}
+    if spec["sft_steps"]:
+        options["sft_blocks"] = dpo.chosen_sft_blocks(
+            dpo.load_pairs("dpo_train"), tokenizer, tinyworld.load(dpo.SFT_REPLAY), seed=spec["seed"])
+    track = Track(pairs["track"], pairs["track_kinds"], track_every, tokenizer)
+    track.measure(model, 0, "sft" if spec["sft_steps"] else "dpo")
+    model.train()
+    start = time.time()
+    history, _ = dpo.train_dpo(model, pairs["train"], config, callbacks=[track], **options)
+    seconds = time.time() - start
+    model.eval()
+    (CACHE / "models").mkdir(parents=True, exist_ok=True)
+    save_model(model, CACHE / "models" / f"{spec['name']}.safetensors")
+    keep = ("step", "phase", "loss", "dpo_loss", "sft_loss", "reward_margin",
+            "reward_accuracy", "chosen_logp", "rejected_logp")
+    return {**spec, "train_seconds": round(seconds, 1), **evaluate(model, tokenizer),
+            "after_sft": track.after_sft, "track": track.rows,
+            "history": [{k: v for k, v in r.items() if k in keep} for r in history]}
+
+
+def save(result: dict) -> None:
+    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
+    rows = [r for r in rows if r["name"] != result["name"]] + [result]
+    OUT.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def sft_baseline() -> dict:
+    model, tokenizer = zoo.load("tinyworld-sft")
+    return {"name": "sft", **evaluate(model, tokenizer)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--group", nargs="*", default=[], choices=sorted(GROUPS))
+    parser.add_argument("--only", nargs="*", default=[], help="run names to run")
+    parser.add_argument("--list", action="store_true")
+    parser.add_argument("--baseline", action="store_true", help="measure the SFT model")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value overrides (experiments)")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    specs = [s for g in args.group for s in GROUPS[g]]
+    specs += [s for g in GROUPS.values() for s in g if s["name"] in args.only]
+    if args.list:
+        for g, members in GROUPS.items():
+            print(g, [s["name"] for s in members])
+        return
+    if args.baseline:
+        result = sft_baseline()
+        save(result)
+        print(json.dumps(result), flush=True)
+    for spec in specs:
+        for item in args.set:
+            key, value = item.split("=")
+            spec[key] = type(spec[key])(value) if key in spec else float(value)
+            spec["name"] = f"{spec['name']}-{key}{value}"
+        result = run(spec)
+        save(result)
+        print(json.dumps({k: v for k, v in result.items() if k not in ("track", "history")}),
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
