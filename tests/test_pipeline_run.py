@@ -150,3 +150,18 @@ def test_report_card_metrics_of_a_shipped_model():
     assert metrics["heldout_accuracy"] == evals.accuracy_by(rows)
     assert 0.5 < metrics["heldout_accuracy"] < 1 and metrics["reasoning_format"] == 0.0
     assert 1.0 < metrics["val_perplexity"] < 10.0
+
+
+def test_shipped_report_card_metrics_are_checksummed(micro, tmp_path, monkeypatch):
+    """``--ship`` ships a model's evals.json too; a tampered one is refused."""
+    from minillm import cache as cache_module
+
+    monkeypatch.setattr(cache_module, "SHIPPED_DIR", tmp_path / "shipped")
+    folder = pipeline.build(MICRO_PRETRAIN)
+    pipeline.evaluate_stage(folder)
+    shipped = cache_module.ship(folder)
+    assert (shipped / "evals.json").exists()
+    assert cache_module.shipped_folder(shipped.name) == shipped
+    (shipped / "evals.json").write_text("{}")
+    with pytest.raises(ValueError, match="does not match its checksum"):
+        cache_module.shipped_folder(shipped.name)
