@@ -1,62 +1,80 @@
 import pytest
 
-from minillm.bpe import merge
 from minillm.exercises import ExerciseError, ExerciseNotImplemented
-from minillm.exercises.tokenization import (check_bpe_encode, check_count_pairs, check_split_without_space,
-                                            check_merge_pair, check_pair_count_delta)
+from minillm.exercises.tokenization import (check_encode_with_specials, check_merge_order_example,
+                                            check_pair_count_delta, check_split_without_space,
+                                            check_stream_text)
 
 
 def stub(*args):
     raise NotImplementedError
 
 
-def count_pairs(ids):
-    counts = {}
-    for pair in zip(ids, ids[1:]):
-        counts[pair] = counts.get(pair, 0) + 1
-    return counts
+def stream_text(pieces):
+    import codecs
+
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    return [decoder.decode(piece) for piece in pieces]
 
 
-def count_pairs_no_overlap(ids):
-    counts, i = {}, 0
-    while i + 1 < len(ids):
-        pair = (ids[i], ids[i + 1])
-        counts[pair] = counts.get(pair, 0) + 1
-        i += 2 if ids[i] == ids[i + 1] else 1
-    return counts
-
-
-merge_pair = merge  # the book's own merge is a correct answer
-
-
-def merge_pair_overlapping(ids, pair, new_id):  # merges (7,7) at every position
-    out = []
-    for i, x in enumerate(ids):
-        if tuple(ids[i:i + 2]) == pair:
-            out.append(new_id)
-        elif i == 0 or tuple(ids[i - 1:i + 1]) != pair:
-            out.append(x)
+def stream_text_by_hand(pieces):  # the same, from the UTF-8 lead bytes
+    out, pending = [], b""
+    for piece in pieces:
+        data = pending + piece
+        cut = len(data)
+        for back in range(1, min(4, len(data)) + 1):
+            byte = data[-back]
+            if byte >> 6 != 0b10:  # the last character starts here
+                need = 1 if byte < 0x80 else 2 if byte >> 5 == 0b110 else 3 if byte >> 4 == 0b1110 else 4
+                cut = len(data) - back if need > back else len(data)
+                break
+        out.append(data[:cut].decode())
+        pending = data[cut:]
     return out
 
 
-def merge_pair_in_place(ids, pair, new_id):
-    result = merge_pair(ids, pair, new_id)
-    ids[:] = result
-    return result
+def stream_text_replace(pieces):
+    return [piece.decode("utf-8", errors="replace") for piece in pieces]
 
 
-def bpe_encode(text, merges):
-    ids = list(text.encode("utf-8"))
-    for k, pair in enumerate(merges):
-        ids = merge_pair(ids, pair, 256 + k)
+def stream_text_ignore(pieces):
+    return [piece.decode("utf-8", errors="ignore") for piece in pieces]
+
+
+def stream_text_at_end(pieces):
+    return [""] * (len(pieces) - 1) + [b"".join(pieces).decode()] if pieces else []
+
+
+def encode_with_specials(text, encode, special_tokens, allowed):
+    import re
+
+    if not allowed:
+        return encode(text)
+    pieces = re.split("(" + "|".join(map(re.escape, allowed)) + ")", text)
+    ids = []
+    for j, piece in enumerate(pieces):
+        ids.extend([special_tokens[piece]] if j % 2 else encode(piece))
     return ids
 
 
-def bpe_encode_chars(text, merges):
-    ids = [ord(c) for c in text]
-    for k, pair in enumerate(merges):
-        ids = merge_pair(ids, pair, 256 + k)
+def encode_all_specials(text, encode, special_tokens, allowed):  # HF's default
+    return encode_with_specials(text, encode, special_tokens, set(special_tokens))
+
+
+def encode_unescaped(text, encode, special_tokens, allowed):
+    import re
+
+    if not allowed:
+        return encode(text)
+    pieces = re.split("(" + "|".join(allowed) + ")", text)
+    ids = []
+    for piece in pieces:
+        ids.extend([special_tokens[piece]] if piece in special_tokens else encode(piece))
     return ids
+
+
+def merge_order_example():
+    return [(98, 99), (97, 98)], "abc"  # BPE: a|bc, longest match: ab|c
 
 
 def split_without_space(tok, words):
@@ -85,9 +103,15 @@ def delta_new_pairs_only(old, new, freq):
 
 
 @pytest.mark.parametrize("check, right, wrongs", [
-    (check_count_pairs, count_pairs, [(count_pairs_no_overlap, "overlap"), (lambda ids: [], "dict")]),
-    (check_merge_pair, merge_pair, [(merge_pair_overlapping, "left to right"), (merge_pair_in_place, "changed its input")]),
-    (check_bpe_encode, bpe_encode, [(bpe_encode_chars, "encode"), (lambda t, m: bpe_encode(t, m[::-1]), "should be")]),
+    (check_stream_text, stream_text, [(stream_text_replace, "half a character"), (stream_text_ignore, "joins to"),
+                                      (stream_text_at_end, "as soon as"), (lambda p: "".join(map(str, p)), "list")]),
+    (check_stream_text, stream_text_by_hand, []),
+    (check_encode_with_specials, encode_with_specials, [(encode_all_specials, "not allowed"),
+                                                        (encode_unescaped, "escape"),
+                                                        (lambda t, e, s, a: e(t), "stayed text")]),
+    (check_merge_order_example, merge_order_example, [(lambda: ([(97, 98), (98, 99)], "abc"), "both give"),
+                                                      (lambda: ([(256, 97)], "aa"), "does not exist"),
+                                                      (lambda: "abc", "should return")]),
     (check_split_without_space, split_without_space, [(split_any_bare, "even after"),
                                                       (single_bare, "do not split"),
                                                       (lambda tok, words: [], "missing")]),

@@ -145,6 +145,6 @@ from minillm.exercises.tinyworld import (  # noqa: E402,F401
     check_fact_bits, check_contaminated_fraction,
 )
 from minillm.exercises.tokenization import (  # noqa: E402,F401
-    check_count_pairs, check_merge_pair, check_bpe_encode,
+    check_stream_text, check_encode_with_specials, check_merge_order_example,
     check_split_without_space, check_pair_count_delta,
 )
