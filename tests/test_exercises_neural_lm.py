@@ -97,60 +97,85 @@ def test_neighbours_rejects(wrong, hint):
         ex.check_nearest_neighbours(wrong)
 
 
-# ------------------------------------------------------------ RNN step and Jacobian
+# ------------------------------------------------------------ notebook 2
 
-def test_rnn_step(capsys):
-    accepts(ex.check_rnn_step, lambda h, x, W, U, b: torch.tanh(h @ W.T + x @ U.T + b), capsys)
+def gru_keep_bias(k, fraction):
+    import math
 
-
-@pytest.mark.parametrize("wrong, hint", [
-    (lambda h, x, W, U, b: torch.tanh(h @ W + x @ U.T + b), "transposed"),
-    (lambda h, x, W, U, b: h @ W.T + x @ U.T + b, "tanh"),
-    (lambda h, x, W, U, b: torch.tanh(h @ W.T + x @ U + b), "shapes"),
-    (lambda h, x, W, U, b: torch.tanh(h @ W.T + x @ U.T), "does not equal"),
-])
-def test_rnn_step_rejects(wrong, hint):
-    with pytest.raises(ExerciseError, match=hint):
-        ex.check_rnn_step(wrong)
+    keep = fraction ** (1 / k)
+    return math.log(keep / (1 - keep))
 
 
-def test_rnn_jacobian(capsys):
-    accepts(ex.check_rnn_jacobian, lambda h, W: (1 - h ** 2)[:, None] * W, capsys)
+def test_gru_keep_bias(capsys):
+    accepts(ex.check_gru_keep_bias, gru_keep_bias, capsys)
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda h, W: W * (1 - h ** 2)[None, :], "ROWS"),
-    (lambda h, W: (1 - h ** 2)[:, None] * W.T, "transposed"),
-    (lambda h, W: W.clone(), "returned W"),
-    (lambda h, W: (1 - h)[:, None] * W, "autograd"),
+    (lambda k, f: -gru_keep_bias(k, f), "fraction KEPT"),
+    (lambda k, f: f ** (1 / k), "BIAS"),
+    (lambda k, f: gru_keep_bias(k, f) / 2, "two biases"),
+    (lambda k, f: gru_keep_bias(1 / k, f), "fraction\\^\\(1/k\\)"),
+    (lambda k, f: gru_keep_bias(k, f) + 0.1, "expected"),
 ])
-def test_rnn_jacobian_rejects(wrong, hint):
+def test_gru_keep_bias_rejects(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
-        ex.check_rnn_jacobian(wrong)
+        ex.check_gru_keep_bias(wrong)
 
 
-# ------------------------------------------------------------ attention read-out
+def shift_register(k, n_symbols, transpose=False, keep_last=False):
+    n = (k + 1) * n_symbols
+    W = torch.zeros(n, n)
+    W[n_symbols:, :-n_symbols] = torch.eye(n - n_symbols)  # slot j -> slot j + 1
+    if keep_last:
+        W[-n_symbols:, -n_symbols:] = torch.eye(n_symbols)
+    U = torch.zeros(n, n_symbols)
+    U[:n_symbols] = torch.eye(n_symbols)
+    return (W.T if transpose else W), U
 
-def test_attention_readout(capsys):
-    accepts(ex.check_attention_readout, lambda q, K, V: torch.softmax(K @ q, 0) @ V, capsys)
+
+def test_shift_register(capsys):
+    accepts(ex.check_shift_register, shift_register, capsys)
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda q, K, V: (K @ q) @ V, "not normalised"),
-    (lambda q, K, V: V.mean(0), "plain mean"),
-    (lambda q, K, V: V[(K @ q).argmax()], "hard argmax"),
-    (lambda q, K, V: torch.softmax(K @ q / 10, 0) @ V, "should be"),
+    (lambda k, S: shift_register(k, S, transpose=True), "transposed"),
+    (lambda k, S: (torch.eye((k + 1) * S), shift_register(k, S)[1]), "leaves the slot"),
+    (lambda k, S: (shift_register(k, S)[0], shift_register(k, S)[1].flip(0)), "slot 0"),
+    (lambda k, S: shift_register(k, S, keep_last=True), "falls off the end"),
+    (lambda k, S: shift_register(k + 1, S), "shape"),
+    (lambda k, S: shift_register(k, S)[0], "should return"),
 ])
-def test_attention_readout_rejects(wrong, hint):
+def test_shift_register_rejects(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
-        ex.check_attention_readout(wrong)
+        ex.check_shift_register(wrong)
+
+
+def score_gap(n_keys, weight):
+    import math
+
+    return math.log(weight * (n_keys - 1) / (1 - weight))
+
+
+def test_score_gap(capsys):
+    accepts(ex.check_score_gap, score_gap, capsys)
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda n, w: score_gap(2, w), "two keys"),
+    (lambda n, w: score_gap(n + 1, w), "n_keys - 1 others"),
+    (lambda n, w: w * (n - 1) / (1 - w), "logarithm"),
+    (lambda n, w: score_gap(n, w) * 1.01, "expected"),
+])
+def test_score_gap_rejects(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_score_gap(wrong)
 
 
 # ------------------------------------------------------------ stubs
 
 @pytest.mark.parametrize("checker", [ex.check_cross_entropy_grad, ex.check_mlp_parameter_count,
-                                     ex.check_nearest_neighbours, ex.check_rnn_step, ex.check_rnn_jacobian,
-                                     ex.check_attention_readout])
+                                     ex.check_nearest_neighbours, ex.check_gru_keep_bias, ex.check_shift_register,
+                                     ex.check_score_gap])
 def test_stubs_are_reported_as_not_implemented(checker):
     with pytest.raises(ExerciseNotImplemented, match="not implemented"):
         checker(stub)

@@ -116,7 +116,7 @@ from minillm.exercises.moe import (  # noqa: E402,F401
 )
 from minillm.exercises.neural_lm import (  # noqa: E402,F401
     check_cross_entropy_grad, check_mlp_parameter_count, check_nearest_neighbours,
-    check_rnn_step, check_rnn_jacobian, check_attention_readout,
+    check_gru_keep_bias, check_shift_register, check_score_gap,
 )
 from minillm.exercises.ngrams import (  # noqa: E402,F401
     check_bigram_mle_prob, check_stupid_backoff, check_perplexity_of_probs,

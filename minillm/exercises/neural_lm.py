@@ -112,82 +112,126 @@ def check_nearest_neighbours(nearest_neighbours) -> None:
 
 # ------------------------------------------------------------ notebook 2
 
-def check_rnn_step(rnn_step) -> None:
-    """``rnn_step(h, x, W, U, b)``: tanh(W h + U x + b) for a batch, h (B, H), x (B, E)."""
-    g = torch.Generator().manual_seed(0)
-    B, H, E = 3, 4, 5
-    h, x = torch.randn(B, H, generator=g), torch.randn(B, E, generator=g)
-    W, U, b = torch.randn(H, H, generator=g), torch.randn(H, E, generator=g), torch.randn(H, generator=g)
-    want = torch.tanh(h @ W.T + x @ U.T + b).double()
-    try:
-        got = call(rnn_step, h.clone(), x.clone(), W.clone(), U.clone(), b.clone())
-    except RuntimeError as err:
-        raise ExerciseError(f"rnn_step failed with shapes h {tuple(h.shape)}, x {tuple(x.shape)}, W {tuple(W.shape)}, "
-                            f"U {tuple(U.shape)}: {err}. The rows of h and x are batch elements, so W h becomes "
-                            "h @ W.T") from None
-    got = _tensor(got, (B, H), "rnn_step(h, x, W, U, b) with B=3, H=4, E=5")
-    if torch.allclose(got, torch.tanh(h @ W + x @ U.T + b).double(), atol=1e-5):
-        raise ExerciseError("rnn_step: W is applied transposed. With batch rows, W h_{t-1} is h @ W.T")
-    if torch.allclose(got, (h @ W.T + x @ U.T + b).double(), atol=1e-5):
-        raise ExerciseError("rnn_step: the result is not squashed: apply tanh")
-    if not torch.allclose(got, want, atol=1e-5):
-        raise ExerciseError("rnn_step(h, x, W, U, b) does not equal tanh(h @ W.T + x @ U.T + b); "
-                            f"first row: expected {want[0].tolist()}, got {got[0].tolist()}")
-    passed("h_t = tanh(W h_{t-1} + U x_t + b)")
+def _gru_carry(bias: float, k: int) -> float:
+    """d h_k / d h_0 of an nn.GRUCell with zero weights and update-gate bias ``bias``
+    (the sum of its two biases): the carry path alone, measured by autograd."""
+    torch.manual_seed(0)
+    cell = torch.nn.GRUCell(1, 1).double()
+    with torch.no_grad():
+        for p in cell.parameters():
+            p.zero_()
+        cell.bias_ih[1] = bias  # gate order in PyTorch: reset, update (z), new
+    h0 = torch.zeros(1, 1, dtype=torch.float64, requires_grad=True)
+    h, x = h0, torch.zeros(1, 1, dtype=torch.float64)
+    for _ in range(k):
+        h = cell(x, h)
+    (grad,) = torch.autograd.grad(h.sum(), h0)
+    return grad.item()
 
 
-def check_rnn_jacobian(rnn_jacobian) -> None:
-    """``rnn_jacobian(h_next, W)``: d h_t / d h_{t-1} = diag(1 - h_t^2) W, shape (H, H)."""
-    g = torch.Generator().manual_seed(1)
-    H, E = 5, 3
-    W, U, b = torch.randn(H, H, generator=g), torch.randn(H, E, generator=g), torch.randn(H, generator=g)
-    h_prev, x = torch.randn(H, generator=g), torch.randn(E, generator=g)
-    step = lambda h: torch.tanh(W @ h + U @ x + b)  # noqa: E731
-    h_next = step(h_prev)
-    want = torch.autograd.functional.jacobian(step, h_prev).double()
-    got = _tensor(call(rnn_jacobian, h_next.clone(), W.clone()), (H, H), "rnn_jacobian(h_next, W) with H=5")
-    d = (1 - h_next ** 2).double()
-    if torch.allclose(got, W.double() * d[None, :], atol=1e-5):
-        raise ExerciseError("rnn_jacobian: you computed W diag(1 - h^2); the derivative of tanh scales the "
-                            "ROWS (output units): diag(1 - h^2) W, i.e. (1 - h^2)[:, None] * W")
-    if torch.allclose(got, d[:, None] * W.T.double(), atol=1e-5):
-        raise ExerciseError("rnn_jacobian: W is transposed. Entry (i, j) is d h_t[i] / d h_{t-1}[j] = "
-                            "(1 - h_t[i]^2) W[i, j]")
-    if torch.allclose(got, W.double(), atol=1e-5):
-        raise ExerciseError("rnn_jacobian: you returned W; include the tanh derivative 1 - h_t^2")
-    if torch.allclose(got, (1 - h_prev ** 2).double()[:, None] * W.double(), atol=1e-5):
-        raise ExerciseError("rnn_jacobian: use the NEW state h_t (the output of tanh), not h_{t-1}")
-    if not torch.allclose(got, want, atol=1e-5):
-        raise ExerciseError("rnn_jacobian(h_next, W) does not match the Jacobian computed by autograd: "
-                            "it should be diag(1 - h_next^2) @ W")
-    passed("d h_t / d h_{t-1} = diag(1 - h_t^2) W")
+def check_gru_keep_bias(gru_keep_bias) -> None:
+    """gru_keep_bias(k, fraction) -> the update-gate bias b (PyTorch's GRU, z = sigmoid(b)
+    multiplies the old state) with which the carry path keeps ``fraction`` of the
+    gradient across k steps: sigmoid(b)^k = fraction."""
+    for k, fraction in ((32, 0.5), (59, 0.1), (8, 0.9), (1, 0.25)):
+        what = f"gru_keep_bias(k={k}, fraction={fraction})"
+        got = expect_number(call(gru_keep_bias, k, fraction), what)
+        keep = fraction ** (1 / k)
+        want = math.log(keep / (1 - keep))
+        if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        if math.isclose(got, -want, rel_tol=1e-6, abs_tol=1e-9):
+            raise ExerciseError(f"{what} = {got:.4g}: the sign is flipped. In PyTorch's GRU, "
+                                "h_t = (1 - z) * n + z * h_(t-1): z is the fraction KEPT, so the "
+                                "carry path multiplies the gradient by z, not 1 - z")
+        if math.isclose(got, keep, rel_tol=1e-6):
+            raise ExerciseError(f"{what} = {got:.4g} is the gate value z = fraction^(1/k); the "
+                                "exercise asks for the BIAS b with sigmoid(b) = z: b = log(z / (1 - z))")
+        if math.isclose(got, want / 2, rel_tol=1e-6):
+            raise ExerciseError(f"{what} = {got:.4g}: b is the sum of the gate's two biases (b_iz + b_hz), "
+                                "not one half of it")
+        wrong_k = fraction ** k
+        if 0 < wrong_k < 1 and math.isclose(got, math.log(wrong_k / (1 - wrong_k)), rel_tol=1e-6):
+            raise ExerciseError(f"{what}: over k steps the gate multiplies the gradient k times, so "
+                                "z^k = fraction and z = fraction^(1/k), not fraction^k")
+        raise ExerciseError(f"{what}: expected {want:.6g}, got {got:.6g}")
+    b = call(gru_keep_bias, 32, 0.5)
+    measured = _gru_carry(float(b), 32)
+    if not math.isclose(measured, 0.5, rel_tol=1e-6):
+        raise ExerciseError(f"an nn.GRUCell with update-gate bias {b:.4g} keeps {measured:.4g} of the "
+                            "gradient over 32 steps, not 0.5")
+    passed(f"bias {b:.2f} (z = {1 / (1 + math.exp(-b)):.4f}): an nn.GRUCell with zero weights keeps "
+           f"{measured:.2f} of the gradient across 32 steps, measured by autograd")
 
 
-def check_attention_readout(attention_readout) -> None:
-    """``attention_readout(query, keys, values)``: softmax(keys @ query) @ values."""
-    g = torch.Generator().manual_seed(2)
-    T, d, dv = 6, 4, 3
-    q, K, Vv = torch.randn(d, generator=g), torch.randn(T, d, generator=g), torch.randn(T, dv, generator=g)
-    weights = torch.softmax(K @ q, dim=0)
-    want = (weights @ Vv).double()
-    got = _tensor(call(attention_readout, q.clone(), K.clone(), Vv.clone()), (dv,),
-                  "attention_readout(query (4,), keys (6, 4), values (6, 3))")
-    if torch.allclose(got, ((K @ q) @ Vv).double(), atol=1e-5):
-        raise ExerciseError("attention_readout: the scores are not normalised: apply softmax to keys @ query, "
-                            "so the weights are positive and sum to 1")
-    if torch.allclose(got, Vv.mean(0).double(), atol=1e-5):
-        raise ExerciseError("attention_readout returned the plain mean of the values: weight them by "
-                            "softmax(keys @ query)")
-    if torch.allclose(got, Vv[weights.argmax()].double(), atol=1e-5):
-        raise ExerciseError("attention_readout returned only the best-matching value (a hard argmax): use the "
-                            "softmax-weighted average of ALL values")
-    if not torch.allclose(got, want, atol=1e-5):
-        raise ExerciseError(f"attention_readout should be softmax(keys @ query) @ values = {want.tolist()}, "
-                            f"got {got.tolist()}")
-    # A query aligned with one key (and large) must pick out that value.
-    K = torch.eye(T) * 20
-    got = _tensor(call(attention_readout, K[2].clone(), K.clone(), Vv[:, :].clone()), (dv,), "a sharp query")
-    if not torch.allclose(got, Vv[2].double(), atol=1e-4):
-        raise ExerciseError("attention_readout: a query equal to key 2 (times 20) should return value 2 almost "
-                            f"exactly, got {got.tolist()} instead of {Vv[2].tolist()}")
-    passed("a soft, differentiable lookup: softmax(K q) @ V")
+def _run_linear_rnn(W, U, x_onehot):
+    h = torch.zeros(x_onehot.shape[0], W.shape[0], dtype=torch.float64)
+    for t in range(x_onehot.shape[1]):
+        h = h @ W.T + x_onehot[:, t] @ U.T
+    return h
+
+
+def check_shift_register(shift_register) -> None:
+    """shift_register(k, n_symbols) -> (W, U): a linear RNN h_t = W h_(t-1) + U x_t on
+    one-hot inputs x_t (n_symbols,), state (k + 1) * n_symbols, whose slot j (entries
+    j*S .. (j+1)*S - 1) holds the one-hot of the symbol j steps before the last."""
+    for k, S in ((3, 4), (0, 5), (7, 8)):
+        n = (k + 1) * S
+        what = f"shift_register(k={k}, n_symbols={S})"
+        got = call(shift_register, k, S)
+        if not isinstance(got, (tuple, list)) or len(got) != 2:
+            raise ExerciseError(f"{what} should return (W, U), got {got!r}")
+        W = expect_tensor(got[0], (n, n), f"{what}: W")
+        U = expect_tensor(got[1], (n, S), f"{what}: U")
+        eye = torch.eye(S, dtype=torch.float64)
+        written = U @ eye  # column s: where symbol s lands
+        if not torch.allclose(written[:S], eye) or written[S:].abs().sum() > 1e-9:
+            raise ExerciseError(f"{what}: U must write the one-hot x_t into slot 0 (the first "
+                                f"{S} entries of the state) and nowhere else")
+        for j in range(k):
+            slot = torch.zeros(n, S, dtype=torch.float64)
+            slot[j * S:(j + 1) * S] = eye
+            moved = W @ slot
+            target = torch.zeros(n, S, dtype=torch.float64)
+            target[(j + 1) * S:(j + 2) * S] = eye
+            if not torch.allclose(moved, target):
+                hint = ""
+                if torch.allclose(W.T @ slot, target):
+                    hint = " Yours moves slot j + 1 into slot j: W is transposed."
+                elif torch.allclose(moved, slot):
+                    hint = " Yours leaves the slot where it is: W must move it, not keep it."
+                raise ExerciseError(f"{what}: W must move slot {j} into slot {j + 1} unchanged "
+                                    f"(W[(j+1)S + s, jS + s] = 1).{hint}")
+        g = torch.Generator().manual_seed(k)
+        x = torch.randint(S, (64, 33), generator=g)
+        h = _run_linear_rnn(W, U, torch.nn.functional.one_hot(x, S).double())
+        slot_k = h[:, k * S:(k + 1) * S]
+        if not torch.allclose(slot_k, torch.nn.functional.one_hot(x[:, -1 - k], S).double()):
+            raise ExerciseError(f"{what}: after 33 random symbols slot {k} does not hold the one-hot "
+                                f"of the symbol {k} steps before the last (does the last slot keep "
+                                f"what falls off the end? W must drop it)")
+    passed("a state of (k + 1) x 8 numbers recalls exactly at distance k: with H = 64 that "
+           "reaches k = 7; the weights exist, gradient descent has to find them")
+
+
+def check_score_gap(score_gap) -> None:
+    """score_gap(n_keys, weight) -> the margin c by which one key's score must exceed
+    the n_keys - 1 others (all equal) for softmax to give it ``weight``:
+    e^c / (e^c + n_keys - 1) = weight."""
+    for n, w in ((33, 0.99), (2, 0.5), (1000, 0.9), (100_000, 0.99), (8, 0.2)):
+        what = f"score_gap(n_keys={n}, weight={w})"
+        got = expect_number(call(score_gap, n, w), what)
+        want = math.log(w * (n - 1) / (1 - w))
+        if math.isclose(got, want, rel_tol=1e-6, abs_tol=1e-9):
+            continue
+        if n > 2 and math.isclose(got, math.log(w / (1 - w)), rel_tol=1e-6, abs_tol=1e-9):
+            raise ExerciseError(f"{what} = {got:.4g}: that is the gap for two keys. The other "
+                                f"{n - 1} keys share the remaining weight: e^c / (e^c + n - 1) = weight")
+        if math.isclose(got, math.log(w * n / (1 - w)), rel_tol=1e-6):
+            raise ExerciseError(f"{what} = {got:.4g}: the denominator has the key itself plus "
+                                "n_keys - 1 others, not n_keys others")
+        if math.isclose(got, w * (n - 1) / (1 - w), rel_tol=1e-6):
+            raise ExerciseError(f"{what} = {got:.4g}: that is e^c; the gap is its logarithm")
+        raise ExerciseError(f"{what}: expected {want:.6g}, got {got:.6g}")
+    passed(f"99% on one of 33 positions needs a gap of {math.log(0.99 * 32 / 0.01):.1f}, of "
+           f"100,000 positions {math.log(0.99 * 99_999 / 0.01):.1f}: the gap grows like log n")
