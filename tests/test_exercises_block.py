@@ -73,38 +73,70 @@ def test_layer_norm_stub():
         ex.check_layer_norm(stub)
 
 
-# ----------------------------------------------------------------- parameter count
+# ----------------------------------------------------------------- GQA-matched MLP width
 
-def n_params(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, tie_embeddings):
-    kv = n_kv_heads * (d_model // n_heads)
-    block = 2 * d_model * d_model + 2 * d_model * kv + 3 * d_model * d_ff + 2 * d_model
-    head = 0 if tie_embeddings else vocab_size * d_model
-    return vocab_size * d_model + n_layers * block + d_model + head
+def gqa_matched_d_ff(d_model, n_heads, n_kv_heads, d_ff):
+    d_kv = n_kv_heads * (d_model // n_heads)
+    return d_ff + 2 * d_model * (d_model - d_kv) // (3 * d_model)
 
 
-def test_parameter_count_accepts_a_correct_answer(capsys):
-    ex.check_transformer_parameter_count(n_params)
+def test_gqa_matched_d_ff(capsys):
+    ex.check_gqa_matched_d_ff(gqa_matched_d_ff)
     assert "✓ correct" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("wrong, hint", [
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, True), "second V x d"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, False), "count it once"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, H, f, tied), "GQA"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - L * d * f, "THREE"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - (2 * L + 1) * d, "RMSNorm"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) - d, "final RMSNorm"),
-    (lambda V, d, L, H, K, f, tied: n_params(V, d, L, H, K, f, tied) + 1, "should be"),
-    (lambda V, d, L, H, K, f, tied: "many", "integer"),
+    (lambda d, H, K, f: f + (d - K * (d // H)) // 3, "BOTH"),
+    (lambda d, H, K, f: f + (d - K * (d // H)), "3 d"),
+    (lambda d, H, K, f: f + 2 * (d - K) // 3, "head_dim"),
+    (lambda d, H, K, f: f - (-2 * (d - K * (d // H)) // 3), "round DOWN"),
+    (lambda d, H, K, f: gqa_matched_d_ff(d, H, K, f) - f, "whole new width"),
+    (lambda d, H, K, f: gqa_matched_d_ff(d, H, K, f) + 5, "more parameters"),
+    (lambda d, H, K, f: gqa_matched_d_ff(d, H, K, f) - 1, "should be"),
+    (lambda d, H, K, f: 8 * d / 3, "whole number"),
 ])
-def test_parameter_count_rejects_wrong_answers(wrong, hint):
+def test_gqa_matched_d_ff_rejects(wrong, hint):
     with pytest.raises(ExerciseError, match=hint):
-        ex.check_transformer_parameter_count(wrong)
+        ex.check_gqa_matched_d_ff(wrong)
 
 
-def test_parameter_count_stub():
+# ----------------------------------------------------------------- a gated unit multiplies
+
+def product_swiglu(d, i, j, one_unit=False):
+    W_gate, W_up, W_down = torch.zeros(2, d), torch.zeros(2, d), torch.zeros(d, 2)
+    W_gate[0, i], W_gate[1, i] = 1.0, -1.0  # SiLU(x_i) and SiLU(-x_i)
+    W_up[:, j] = 1.0
+    W_down[0] = torch.tensor([1.0, 0.0 if one_unit else -1.0])  # SiLU(z) - SiLU(-z) = z
+    return W_gate, W_up, W_down
+
+
+def test_product_swiglu(capsys):
+    ex.check_product_swiglu(product_swiglu)
+    assert "✓ correct" in capsys.readouterr().out
+
+
+def product_everywhere(d, i, j):
+    W_gate, W_up, W_down = product_swiglu(d, i, j)
+    W_down[:] = W_down[0]
+    return W_gate, W_up, W_down
+
+
+@pytest.mark.parametrize("wrong, hint", [
+    (lambda d, i, j: product_swiglu(d, i, j, one_unit=True), "SiLU\\(-z\\)"),
+    (product_everywhere, "must be 0"),
+    (lambda d, i, j: tuple(w.T for w in product_swiglu(d, i, j)), "shape"),
+    (lambda d, i, j: product_swiglu(d, i, j)[:2], "should return"),
+    (lambda d, i, j: product_swiglu(d, j, (j + 1) % d), "differs"),
+])
+def test_product_swiglu_rejects(wrong, hint):
+    with pytest.raises(ExerciseError, match=hint):
+        ex.check_product_swiglu(wrong)
+
+
+@pytest.mark.parametrize("checker", [ex.check_gqa_matched_d_ff, ex.check_product_swiglu])
+def test_notebook_2_stubs(checker):
     with pytest.raises(ExerciseNotImplemented, match="not implemented"):
-        ex.check_transformer_parameter_count(stub)
+        checker(stub)
 
 
 # ----------------------------------------------------------------- training days

@@ -85,7 +85,7 @@ from minillm.exercises.attention import (  # noqa: E402,F401
     check_sliding_window_mask, check_mispaired_heads, check_mla_cache_bytes,
 )
 from minillm.exercises.block import (  # noqa: E402,F401
-    check_rms_norm, check_layer_norm, check_transformer_parameter_count,
+    check_rms_norm, check_layer_norm, check_gqa_matched_d_ff, check_product_swiglu,
     check_training_days, check_qk_norm_max_weight, check_fold_norm_gain,
 )
 from minillm.exercises.decoding import (  # noqa: E402,F401

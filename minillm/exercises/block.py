@@ -105,43 +105,98 @@ def check_layer_norm(layer_norm) -> None:
 
 # ------------------------------------------------------------ notebook 2
 
-_CONFIGS = [  # (vocab, d_model, n_layers, n_heads, n_kv_heads, d_ff, tied)
-    (2048, 128, 4, 4, 2, 384, True),      # the book's tiny preset
-    (2048, 128, 4, 4, 2, 384, False),
-    (32000, 4096, 32, 32, 32, 11008, False),  # Llama-2 7B's shape
-    (1000, 64, 3, 8, 1, 100, True),       # multi-query attention
+_GQA_CASES = [  # (d_model, n_heads, n_kv_heads, d_ff)
+    (128, 4, 2, 384),        # the book's tiny preset
+    (4096, 32, 8, 11008),    # Llama-2 7B's shape, made GQA
+    (8192, 64, 8, 22016),    # Llama-2 70B's width and heads, 8/3 d rounded up
+    (768, 12, 1, 2048),      # multi-query attention
+    (512, 8, 8, 1365),       # no change
 ]
 
 
-def check_transformer_parameter_count(n_params) -> None:
-    """``n_params(vocab_size, d_model, n_layers, n_heads, n_kv_heads, d_ff, tie_embeddings)``:
-    the parameters of a minillm Transformer (SwiGLU MLP, RMSNorm, no biases)."""
-    for V, d, L, H, K, f, tied in _CONFIGS:
-        config = ModelConfig(vocab_size=V, d_model=d, n_layers=L, n_heads=H, n_kv_heads=K, d_ff=f,
-                             tie_embeddings=tied)
-        what = (f"n_params(vocab_size={V}, d_model={d}, n_layers={L}, n_heads={H}, n_kv_heads={K}, "
-                f"d_ff={f}, tie_embeddings={tied})")
-        got = call(n_params, V, d, L, H, K, f, tied)
-        want = count_parameters(config)
-        kv = K * (d // H)
-        hints = {
-            (V * d if tied else -V * d): "when the head is tied it IS the embedding matrix: count it once"
-                                         if tied else "an untied LM head is a second V x d matrix: count it too",
-            L * 2 * d * (d - kv): "k_proj and v_proj map d to n_kv_heads * head_dim, not d to d (GQA)",
-            -L * d * f: "SwiGLU has THREE matrices (gate, up, down), not two",
-            -(2 * L + 1) * d: "every RMSNorm has a weight vector of d: two per block and a final one",
-            -d: "you forgot the final RMSNorm before the LM head",
-        }
-        try:
-            value = int(got)
-        except (TypeError, ValueError):
-            raise ExerciseError(f"{what}: expected an integer, got {got!r}") from None
-        for delta, hint in hints.items():
-            if delta and value == want + delta:
-                raise ExerciseError(f"{what} should be {want:,}, got {value:,}: {hint}")
-        if value != want:
-            raise ExerciseError(f"{what} should be {want:,}, got {value:,}")
-    passed("your formula counts the tiny preset, an untied head, Llama-2 7B's shape and MQA exactly")
+def _gqa_config(d: int, H: int, K: int, f: int) -> ModelConfig:
+    return ModelConfig(vocab_size=256, d_model=d, n_layers=1, n_heads=H, n_kv_heads=K, d_ff=f)
+
+
+def check_gqa_matched_d_ff(gqa_matched_d_ff) -> None:
+    """gqa_matched_d_ff(d_model, n_heads, n_kv_heads, d_ff) -> the largest SwiGLU width f'
+    with which a block with n_kv_heads key/value heads has at most the parameters of the
+    same block with full multi-head attention (n_kv_heads = n_heads) and width d_ff."""
+    for d, H, K, f in _GQA_CASES:
+        what = f"gqa_matched_d_ff(d_model={d}, n_heads={H}, n_kv_heads={K}, d_ff={f})"
+        got = call(gqa_matched_d_ff, d, H, K, f)
+        if isinstance(got, float) and got.is_integer():
+            got = int(got)
+        if not isinstance(got, int):
+            raise ExerciseError(f"{what}: expected a whole number of hidden units, got {got!r}")
+        d_kv = K * (d // H)
+        want = f + 2 * (d - d_kv) // 3
+        budget = count_parameters(_gqa_config(d, H, H, f))
+        if got == want:
+            assert count_parameters(_gqa_config(d, H, K, got)) <= budget
+            assert count_parameters(_gqa_config(d, H, K, got + 1)) > budget
+            continue
+        hints = [
+            (f + (d - d_kv) // 3, "GQA shrinks BOTH k_proj and v_proj: the saving is 2 d (d - d_kv)"),
+            (f + (d - d_kv), "each extra SwiGLU unit costs 3 d parameters (a row of gate and up, a "
+                             "column of down), not 2 d"),
+            (f + 2 * (d - K) // 3, "d_kv is n_kv_heads * head_dim (head_dim = d_model / n_heads), "
+                                   "not the number of heads"),
+            (f + -(-2 * (d - d_kv) // 3), "round DOWN: rounding up puts the GQA block over the "
+                                          "parameter budget"),
+            (2 * (d - d_kv) // 3, "return the whole new width d_ff + extra, not only the extra units"),
+        ]
+        for value, hint in hints:
+            if got == value and value != want:
+                raise ExerciseError(f"{what} should be {want}, got {got}: {hint}")
+        if count_parameters(_gqa_config(d, H, K, max(got, 1))) > budget:
+            raise ExerciseError(f"{what} = {got} gives the GQA block more parameters than the "
+                                f"multi-head one; the answer is {want}")
+        raise ExerciseError(f"{what} should be {want}, got {got}")
+    d, H, K, f = _GQA_CASES[1]
+    passed(f"Llama-2 7B's shape with 8 KV heads instead of 32: d_ff {f} -> "
+           f"{f + 2 * (d - K * (d // H)) // 3} spends the attention saving in the MLP")
+
+
+def _swiglu(x, W_gate, W_up, W_down):
+    return (F.silu(x @ W_gate.T) * (x @ W_up.T)) @ W_down.T
+
+
+def check_product_swiglu(product_swiglu) -> None:
+    """product_swiglu(d, i, j) -> (W_gate [h, d], W_up [h, d], W_down [d, h]) of a SwiGLU
+    whose output's first feature is exactly x[i] * x[j] for every input x and whose
+    other features are 0."""
+    g = torch.Generator().manual_seed(0)
+    for d, i, j in ((4, 0, 1), (6, 3, 3), (5, 4, 2)):
+        what = f"product_swiglu(d={d}, i={i}, j={j})"
+        got = call(product_swiglu, d, i, j)
+        if not isinstance(got, (tuple, list)) or len(got) != 3:
+            raise ExerciseError(f"{what} should return (W_gate, W_up, W_down), got {got!r}")
+        if not all(isinstance(w, torch.Tensor) for w in got):
+            raise ExerciseError(f"{what}: W_gate, W_up and W_down should be torch tensors")
+        h = got[0].shape[0]
+        W_gate = expect_tensor(got[0], (h, d), f"{what}: W_gate")
+        W_up = expect_tensor(got[1], (h, d), f"{what}: W_up")
+        W_down = expect_tensor(got[2], (d, h), f"{what}: W_down (shape [d, h], as nn.Linear(h, d).weight)")
+        x = torch.randn(2000, d, generator=g, dtype=torch.float64) * 3
+        y = _swiglu(x, W_gate, W_up, W_down)
+        want = torch.zeros_like(y)
+        want[:, 0] = x[:, i] * x[:, j]
+        if torch.allclose(y, want, atol=1e-8):
+            continue
+        if y[:, 1:].abs().max() > 1e-8:
+            raise ExerciseError(f"{what}: every output feature but the first must be 0")
+        positive = x[:, i] > 0
+        one_unit = F.silu(x[:, i]) * x[:, j]
+        if torch.allclose(y[:, 0], one_unit, atol=1e-8) or torch.allclose(y[positive, 0], want[positive, 0],
+                                                                          rtol=0.05, atol=0.5):
+            raise ExerciseError(f"{what}: right for large positive x[i] only. SiLU(z) is close to z for "
+                                "z >> 0 and to 0 for z << 0; which combination of SiLU(z) and SiLU(-z) "
+                                "is exactly z?")
+        err = (y[:, 0] - want[:, 0]).abs().max().item()
+        raise ExerciseError(f"{what}: the first output differs from x[i] * x[j] by up to {err:.3g}")
+    passed("SiLU(z) - SiLU(-z) = z, so two gated units multiply exactly; a ReLU FFN is "
+           "piecewise linear and can only approximate a product")
 
 
 def check_training_days(training_days) -> None:
