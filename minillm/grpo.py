@@ -406,8 +406,10 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     ``options["tag_weight"]`` weighs the tag tokens' loss (default 1).
     ``options["replay"]`` = n mixes n chats of ``recipe.data[1]`` (a random
     sample, seeded) into the traces, and ``options["replay_text"]`` = m mixes
-    m documents of ``recipe.data[2]``, so that a parent which already answers
-    questions keeps doing so (the capstone's assistant)."""
+    m documents of ``recipe.data[2]``, and ``options["replay_pairs"]`` = k
+    chosen replies of the preference pairs in ``recipe.data[3]``, so that a
+    parent which already answers (and refuses) keeps doing so (the
+    capstone's assistant)."""
     import json
 
     from minillm import tinyworld
@@ -424,6 +426,11 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     if recipe.options.get("replay"):
         replay += encode_examples(rng.sample(tinyworld.load(recipe.data[1]), recipe.options["replay"]),
                                   tokenizer)
+    if recipe.options.get("replay_pairs"):  # preference pairs' chosen replies, as chats
+        pairs = rng.sample(tinyworld.load(recipe.data[3]), recipe.options["replay_pairs"])
+        replay += encode_examples([{"messages": [*p["prompt"], {"role": "assistant",
+                                                               "content": p["chosen"]}]}
+                                   for p in pairs], tokenizer)
     if recipe.options.get("replay_text"):
         for record in rng.sample(tinyworld.load(recipe.data[2]), recipe.options["replay_text"]):
             ids = [special["<|bos|>"], *tokenizer.encode(record["text"]), special["<|eos|>"]]
