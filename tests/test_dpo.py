@@ -13,7 +13,8 @@ levels:
    tokenisation of the conversational pairs and trl's loss and gradients on
    it (float32, bf16 off): the same token ids, and the loss, rewards and every
    parameter's gradient within 2e-6 relative (float32 noise of two different
-   forward implementations; measured ~5e-7).
+   forward implementations; measured ~5e-7). The same holds for RPO, trl's
+   ``loss_type=["sigmoid", "sft"]`` against ``DPOLoss(sft_weight=...)``.
 """
 import json
 import types
@@ -184,9 +185,10 @@ def trl_setup(tmp_path_factory):
          "rejected": [{"role": "assistant", "content": r["rejected"]}]} for r in records])
     policy, ref = tiny_model(0), tiny_model(1)
 
-    def trainer(loss_type, label_smoothing):
+    def trainer(loss_type, label_smoothing, loss_weights=None):
         args = trl.DPOConfig(output_dir=str(folder), bf16=False, report_to="none", use_cpu=True,
-                             beta=0.1, loss_type=loss_type, label_smoothing=label_smoothing)
+                             beta=0.1, loss_type=loss_type, label_smoothing=label_smoothing,
+                             loss_weights=loss_weights)
         hf_policy = hf.to_transformers(policy).train()
         return trl.DPOTrainer(model=hf_policy, ref_model=hf.to_transformers(ref), args=args,
                               train_dataset=dataset, processing_class=hf_tokenizer)
@@ -276,6 +278,28 @@ def test_minillm_model_matches_trl_end_to_end(trl_setup, loss_type, label_smooth
     for key, their_key in [("chosen_reward", "rewards/chosen"), ("rejected_reward", "rewards/rejected"),
                            ("chosen_logp", "logps/chosen"), ("rejected_logp", "logps/rejected")]:
         assert abs(mine[key] - metrics[their_key]) <= 2e-6 * abs(metrics["logps/chosen"]), key
+    hf_params = dict(trainer.model.named_parameters())
+    scale = max(p.grad.abs().max().item() for p in policy.parameters())
+    for name, p in policy.named_parameters():
+        their_grad = hf_params[hf._rename(name, to_hf=True)].grad
+        assert (p.grad - their_grad).abs().max().item() <= 2e-6 * scale, name
+
+
+def test_sft_weight_matches_trls_sigmoid_plus_sft_loss(trl_setup):
+    """RPO: trl's loss_type=["sigmoid", "sft"], loss_weights=[1, w] is
+    DPOLoss(sft_weight=w): loss and every parameter's gradient."""
+    from minillm import hf
+
+    trainer = trl_setup.trainer(["sigmoid", "sft"], 0.0, loss_weights=[1.0, 0.5])
+    n = len(trl_setup.records)
+    batch, ours = batch_from_trl(trainer, n)
+    theirs = trainer.compute_loss(trainer.model, batch)
+    theirs.backward()
+    policy = trl_setup.policy.train()
+    policy.zero_grad()
+    loss = dpo.DPOLoss(beta=0.1, sft_weight=0.5)(policy, dpo.add_reference_log_probs(trl_setup.ref, ours))
+    loss.backward()
+    assert abs(loss.item() - theirs.item()) <= 2e-6 * abs(theirs.item()), trl_setup.version
     hf_params = dict(trainer.model.named_parameters())
     scale = max(p.grad.abs().max().item() for p in policy.parameters())
     for name, p in policy.named_parameters():
