@@ -556,7 +556,9 @@ def run(out: str | Path, size: str = "tiny", stages=None, resume: bool = False, 
         print(f"[{i}/{len(chain)}] {recipe.stage}: {_summary(row)}", flush=True)
     reference = {r.name: n for r in chain if (n := book_numbers(r)) is not None}
     _write_report(out, rows, reference, size)
-    plot_run(folders, out / "report.png")
+    import matplotlib.pyplot as plt
+
+    plt.close(plot_run(folders, out / "report.png"))  # saved, not shown
     _export(folders[-1], out / "hf")
     return rows
 
