@@ -248,8 +248,8 @@ ASSISTANT = register(Recipe(
 ASSISTANT_CHAIN = ("tinyworld-pretrain", "tinyworld-sft", "tinyworld-dpo", ASSISTANT_COLD_START.name,
                    ASSISTANT.name)
 
-#: The size dial. "tiny" is the book's recipes as they are (about 10 minutes
-#: on 2 CPU cores); the larger sizes widen and deepen the model and pretrain
+#: The size dial. "tiny" is the book's recipes as they are (bench/
+#: bench_pipeline.py times them on 2 CPU cores); the larger sizes widen and deepen the model and pretrain
 #: longer, for a reader with a GPU. Later stages keep their settings.
 SIZES = {
     "tiny": None,
@@ -553,7 +553,8 @@ def run(out: str | Path, size: str = "tiny", stages=None, resume: bool = False, 
         rows.append(row)
         folders.append(folder)
         parent = folder
-        print(f"[{i}/{len(chain)}] {recipe.stage}: {_summary(row)}", flush=True)
+        if verbose:
+            print(f"[{i}/{len(chain)}] {recipe.stage}: {_summary(row)}", flush=True)
     reference = {r.name: n for r in chain if (n := book_numbers(r)) is not None}
     _write_report(out, rows, reference, size)
     import matplotlib.pyplot as plt
@@ -609,9 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m minillm.pipeline",
         description="Train the TinyWorld assistant from nothing: pretrain -> SFT -> DPO -> cold-start "
-                    "SFT -> GRPO, each stage from the one before, with a report card (about 10 "
-                    "minutes on 2 CPU cores at --size tiny). With recipe names, build those models "
-                    "into the cache instead (the book's notebooks load them from there).")
+                    "SFT -> GRPO, each stage from the one before, with a report card (at --size "
+                    "tiny, 22 minutes on 2 busy CPU cores, mostly pretraining: see "
+                    "bench/bench_pipeline.py). With recipe names, build those models into the "
+                    "cache instead (the book's notebooks load them from there).")
     parser.add_argument("recipes", nargs="*",
                         help="recipe names to build into the cache (see --list); none: run the pipeline")
     parser.add_argument("--out", default=None,

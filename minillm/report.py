@@ -62,13 +62,16 @@ def stage_metrics(model, tokenizer) -> dict[str, float]:
 def stage_costs(folder: Path) -> dict[str, float]:
     """Wall time (``recipe.json``'s ``train_seconds``) and tokens processed of
     a finished stage: the tokens of every training batch (pretraining, SFT,
-    DPO: chosen and rejected rows) or, for GRPO, the completions it sampled."""
+    each phase of DPO, chosen and rejected rows) or, for GRPO, the
+    completions it sampled."""
     info = json.loads((folder / "recipe.json").read_text())
     history = json.loads((folder / "history.json").read_text())
-    if history and "tokens" in history[-1]:
-        tokens = history[-1]["tokens"]  # the Trainer counts its batch's first tensor,
-        if info["stage"] == "dpo":      # which for DPO is the chosen rows: add the rejected
-            tokens *= 2
+    # A stage may train in phases (DPO: an SFT phase, then DPO), each with its
+    # own Trainer counting from 0; a Trainer counts its batch's first tensor,
+    # which for DPO is the chosen rows: the rejected rows are as many again.
+    phases = {r.get("phase", info["stage"]): r["tokens"] for r in history if "tokens" in r}
+    if phases:
+        tokens = sum(n * (2 if phase == "dpo" else 1) for phase, n in phases.items())
     else:  # GRPO: prompts_per_step x group_size completions of mean length `length`
         options = info.get("options", {})
         group = options.get("prompts_per_step", 0) * options.get("group_size", 0)
@@ -110,7 +113,7 @@ def loss_curves(folders: list[Path]) -> list[dict]:
     ``stage``, ``seconds`` (cumulative wall time at each step, spreading the
     stage's ``train_seconds`` evenly over its steps: the histories record
     steps, not times) and ``loss``. GRPO, which has no supervised loss, plots
-    1 - mean reward."""
+    the reward it missed: 2 (format and accuracy both earned) - mean reward."""
     curves, clock = [], 0.0
     for folder in folders:
         info = json.loads((folder / "recipe.json").read_text())
@@ -118,7 +121,7 @@ def loss_curves(folders: list[Path]) -> list[dict]:
         if not history:
             continue
         key = "loss" if info["stage"] != "grpo" else "reward"
-        values = [r[key] if key == "loss" else 1.0 - r["reward"] for r in history]
+        values = [r[key] if key == "loss" else 2.0 - r["reward"] for r in history]
         per_step = info["train_seconds"] / len(history)
         curves.append({"stage": info["stage"], "seconds": [clock + per_step * (i + 1)
                                                            for i in range(len(history))],
@@ -136,13 +139,15 @@ def plot_run(folders: list[Path], path: Path | None = None):
 
     histories = {json.loads((f / "recipe.json").read_text())["stage"]:
                  json.loads((f / "history.json").read_text()) for f in folders}
-    fig, axes = plt.subplots(1, 3, figsize=(12, 3.6))
+    fig = plt.figure(figsize=(9, 6.5))
+    grid = fig.add_gridspec(2, 2)
+    axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
     for curve in loss_curves(folders):
-        label = curve["stage"] + (" (1 - reward)" if curve["stage"] == "grpo" else "")
+        label = curve["stage"] + (" (2 - reward)" if curve["stage"] == "grpo" else "")
         axes[0].plot([s / 60 for s in curve["seconds"]], curve["loss"], label=label, lw=1)
     axes[0].set(title="Training loss, stage after stage", xlabel="wall time (minutes)",
                 ylabel="loss (nats/token)", yscale="log")
-    axes[0].legend(fontsize=8)
+    axes[0].legend(fontsize=8, ncol=5, loc="upper center")
     grpo = histories.get("grpo", [])
     if grpo:
         steps = [r["step"] for r in grpo]
