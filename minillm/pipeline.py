@@ -611,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m minillm.pipeline",
         description="Train the TinyWorld assistant from nothing: pretrain -> SFT -> DPO -> cold-start "
                     "SFT -> GRPO, each stage from the one before, with a report card (at --size "
-                    "tiny, 22 minutes on 2 busy CPU cores, mostly pretraining: see "
+                    "tiny, 16 minutes on an idle 2-core CPU, half of it pretraining: see "
                     "bench/bench_pipeline.py). With recipe names, build those models into the "
                     "cache instead (the book's notebooks load them from there).")
     parser.add_argument("recipes", nargs="*",
