@@ -333,6 +333,12 @@ def evaluate_pairs(model, data: dict[str, torch.Tensor], beta: float = 0.1,
 
 # ---------------------------------------------------------- the dpo stage
 
+def chosen_chats(records: list[dict]) -> list[dict]:
+    """Each preference pair as a chat whose assistant reply is the chosen one."""
+    return [{"messages": r["prompt"] + [{"role": "assistant", "content": r["chosen"]}]}
+            for r in records]
+
+
 def chosen_sft_blocks(records: list[dict], tokenizer, replay: list[dict] = (),
                       block_size: int = 128, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """SFT blocks (``minillm.sft``) of the pairs' *chosen* replies, shuffled with
@@ -344,9 +350,7 @@ def chosen_sft_blocks(records: list[dict], tokenizer, replay: list[dict] = (),
 
     from minillm.sft import encode_examples, pack_examples
 
-    chats = [{"messages": r["prompt"] + [{"role": "assistant", "content": r["chosen"]}]}
-             for r in records]
-    examples = encode_examples(chats + list(replay), tokenizer)
+    examples = encode_examples(chosen_chats(records) + list(replay), tokenizer)
     random.Random(seed).shuffle(examples)
     return pack_examples(examples, block_size, tokenizer.special_tokens["<|pad|>"])
 

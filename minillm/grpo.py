@@ -414,6 +414,8 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
 
     from minillm import tinyworld
     from minillm.checkpoint import load_model, save_model
+    from minillm.data import encode_documents
+    from minillm.dpo import chosen_chats
     from minillm.sft import encode_examples, pad_examples
     from minillm.tokenizer import load_book_tokenizer
     from minillm.train import Trainer, one_thread_on_cpu
@@ -426,15 +428,13 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     if recipe.options.get("replay"):
         replay += encode_examples(rng.sample(tinyworld.load(recipe.data[1]), recipe.options["replay"]),
                                   tokenizer)
-    if recipe.options.get("replay_pairs"):  # preference pairs' chosen replies, as chats
+    if recipe.options.get("replay_pairs"):
         pairs = rng.sample(tinyworld.load(recipe.data[3]), recipe.options["replay_pairs"])
-        replay += encode_examples([{"messages": [*p["prompt"], {"role": "assistant",
-                                                               "content": p["chosen"]}]}
-                                   for p in pairs], tokenizer)
+        replay += encode_examples(chosen_chats(pairs), tokenizer)
     if recipe.options.get("replay_text"):
-        for record in rng.sample(tinyworld.load(recipe.data[2]), recipe.options["replay_text"]):
-            ids = [special["<|bos|>"], *tokenizer.encode(record["text"]), special["<|eos|>"]]
-            replay.append((ids, [False] + [True] * (len(ids) - 1)))
+        documents = rng.sample(tinyworld.load(recipe.data[2]), recipe.options["replay_text"])
+        replay += [(ids, [False] + [True] * (len(ids) - 1))  # <|bos|> is never a target
+                   for ids in encode_documents([d["text"] for d in documents], tokenizer)]
     if replay:
         rows = pad_examples(replay, special["<|pad|>"])
         width = max(data[0].shape[1], rows["input_ids"].shape[1])

@@ -248,9 +248,10 @@ ASSISTANT = register(Recipe(
 ASSISTANT_CHAIN = ("tinyworld-pretrain", "tinyworld-sft", "tinyworld-dpo", ASSISTANT_COLD_START.name,
                    ASSISTANT.name)
 
-#: The size dial. "tiny" is the book's recipes as they are (bench/
-#: bench_pipeline.py times them on 2 CPU cores); the larger sizes widen and deepen the model and pretrain
-#: longer, for a reader with a GPU. Later stages keep their settings.
+#: The size dial. "tiny" is the book's recipes as they are
+#: (bench/bench_pipeline.py times them on 2 CPU cores); the larger sizes widen
+#: and deepen the model and pretrain longer, for a reader with a GPU. Later
+#: stages keep their settings.
 SIZES = {
     "tiny": None,
     "small": dict(model=dict(d_model=256, n_layers=6, n_heads=8, n_kv_heads=4, d_ff=768),
@@ -514,7 +515,9 @@ def run(out: str | Path, size: str = "tiny", stages=None, resume: bool = False, 
     ``reuse`` copies stages whose exact recipe is already cached or shipped
     instead of training them (chapter 16 does this; the default trains all).
     """
-    from minillm.report import card_table, plot_run, stage_costs
+    import matplotlib.pyplot as plt
+
+    from minillm.report import plot_run, stage_costs
 
     chain = check_stages(stages, assistant_chain(size))
     out = Path(out)
@@ -557,8 +560,6 @@ def run(out: str | Path, size: str = "tiny", stages=None, resume: bool = False, 
             print(f"[{i}/{len(chain)}] {recipe.stage}: {_summary(row)}", flush=True)
     reference = {r.name: n for r in chain if (n := book_numbers(r)) is not None}
     _write_report(out, rows, reference, size)
-    import matplotlib.pyplot as plt
-
     plt.close(plot_run(folders, out / "report.png"))  # saved, not shown
     _export(folders[-1], out / "hf")
     return rows

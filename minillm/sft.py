@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from minillm.chat import ROLES, check_messages, encode_chat
-from minillm.data import pack
+from minillm.data import encode_documents, pack
 from minillm.model import IGNORE_INDEX
 
 
@@ -178,7 +178,7 @@ def train_sft(model: torch.nn.Module, tokenizer, train_records: Sequence[dict],
     from minillm.train import Trainer
 
     special = tokenizer.special_tokens
-    texts = [[special["<|bos|>"], *tokenizer.encode(t), special["<|eos|>"]] for t in replay_texts]
+    texts = encode_documents(list(replay_texts), tokenizer)
     examples = encode_examples(train_records, tokenizer)
     if prompt_loss:  # the naive alternative the chapter measures: every token is a target
         examples = [(ids, [True] * len(ids)) for ids, _ in examples]
