@@ -365,19 +365,28 @@ def test_chosen_sft_blocks_train_on_the_chosen_replies_only():
 
 # ------------------------------------------------------------- the stage
 
-@pytest.mark.slow
-def test_stage_trains_logs_metrics_and_resumes(tmp_path):
-    from minillm.checkpoint import load_model, save_model
+def stage_setup(tmp_path, options: dict, **train):
+    """Folders parent/ (a tiny model's weights), out/ and work/, and a recipe
+    for ``dpo.run_stage`` on dpo_eval with these training settings."""
+    from minillm.checkpoint import save_model
     from minillm.train import TrainConfig
 
     parent, out, work = tmp_path / "parent", tmp_path / "out", tmp_path / "work"
     for folder in (parent, out, work):
         folder.mkdir()
     save_model(tiny_model(0), parent / "model.safetensors")
-    config = dict(steps=3, batch_size=8, lr=1e-3, warmup_steps=1, weight_decay=0.0,
-                  eval_every=0, checkpoint_every=1, seed=0)
-    recipe = types.SimpleNamespace(train_config=lambda: TrainConfig(**config), data=("dpo_eval", "dpo_eval"),
-                                   options=dict(beta=0.1))
+    config = dict(lr=1e-3, warmup_steps=1, weight_decay=0.0, eval_every=0, seed=0, **train)
+    recipe = types.SimpleNamespace(train_config=lambda: TrainConfig(**config),
+                                   data=("dpo_eval", "dpo_eval"), options=options)
+    return recipe, parent, out, work
+
+
+@pytest.mark.slow
+def test_stage_trains_logs_metrics_and_resumes(tmp_path):
+    from minillm.checkpoint import load_model
+
+    recipe, parent, out, work = stage_setup(tmp_path, dict(beta=0.1), steps=3, batch_size=8,
+                                            checkpoint_every=1)
     facts = dpo.run_stage(recipe, parent, out, work, verbose=False, device="cpu")
     history = json.loads((out / "history.json").read_text())
     assert [r["step"] for r in history] == [1, 2, 3]
@@ -397,18 +406,8 @@ def test_stage_trains_logs_metrics_and_resumes(tmp_path):
 
 @pytest.mark.slow
 def test_stage_with_an_sft_phase_trains_both_phases(tmp_path):
-    from minillm.checkpoint import save_model
-    from minillm.train import TrainConfig
-
-    parent, out, work = tmp_path / "parent", tmp_path / "out", tmp_path / "work"
-    for folder in (parent, out, work):
-        folder.mkdir()
-    save_model(tiny_model(0), parent / "model.safetensors")
-    config = dict(steps=2, batch_size=4, lr=1e-3, warmup_steps=1, weight_decay=0.0,
-                  eval_every=0, checkpoint_every=0, seed=0)
-    recipe = types.SimpleNamespace(train_config=lambda: TrainConfig(**config),
-                                   data=("dpo_eval", "dpo_eval"),
-                                   options=dict(beta=0.1, sft_steps=2, sft_lr=1e-3))
+    recipe, parent, out, work = stage_setup(tmp_path, dict(beta=0.1, sft_steps=2, sft_lr=1e-3),
+                                            steps=2, batch_size=4, checkpoint_every=0)
     dpo.run_stage(recipe, parent, out, work, verbose=False, device="cpu")
     history = json.loads((out / "history.json").read_text())
     assert [(r["phase"], r["step"]) for r in history] == [("sft", 1), ("sft", 2), ("dpo", 1), ("dpo", 2)]
