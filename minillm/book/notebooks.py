@@ -8,8 +8,10 @@ The checker enforces DESIGN.md's notebook conventions: every notebook is in
 the table of contents (and every entry exists), is stored executed top to
 bottom with no errors, never skips a cell under nbval, asserts its claim in any
 cell whose output nbval ignores, runs the standard setup cell first (the Colab
-one, ``colab_setup_cell``), imports minillm, keeps code within 88 columns,
-keeps stored outputs small, and marks exercises in nbgrader's way.
+one, ``colab_setup_cell``), imports minillm, keeps code within 88 columns
+and text outputs within 88 characters a line, shows tables as HTML rather than
+printed text (``widths.printed_table``), keeps stored outputs small, and marks
+exercises in nbgrader's way.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import nbformat
 
 from minillm import ROOT
 from minillm.book.widths import MAX_CODE_COLUMNS  # 88: code never scrolls sideways
+from minillm.book.widths import MAX_OUTPUT_COLUMNS, printed_table, wide_output_lines
 
 def repository_url(config_path: Path = ROOT / "_config.yml") -> str:
     """The book's repository URL: it lives in one place, ``_config.yml``
@@ -90,6 +93,44 @@ LEGACY_SETUP_NOTEBOOKS = frozenset({
     "chapters/15_reasoning_with_rl/02_grpo.ipynb",
 })
 
+#: Notebooks that still print tables as text or output lines over 88 characters
+#: when the checker began to fail on both (they are being reworked to display
+#: tables as HTML and wrap long lines). Only these two checks are waived for
+#: them. A test fails once one of them passes without the waiver, and another
+#: keeps the list from growing, so it can only shrink.
+UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
+    "chapters/01_language_models/01_ngram_models.ipynb",
+    "chapters/01_language_models/02_entropy_and_perplexity.ipynb",
+    "chapters/01_language_models/03_temperature.ipynb",
+    "chapters/02_tokenization/01_bytes_to_bpe.ipynb",
+    "chapters/02_tokenization/02_fast_bpe_and_vocabulary.ipynb",
+    "chapters/02_tokenization/03_tinyworld.ipynb",
+    "chapters/03_neural_language_models/01_mlp_language_model.ipynb",
+    "chapters/03_neural_language_models/02_rnns_and_why_attention.ipynb",
+    "chapters/04_attention/01_scaled_dot_product_attention.ipynb",
+    "chapters/04_attention/02_multi_head_gqa_and_kv_cache.ipynb",
+    "chapters/05_transformer_block/01_residuals_and_normalization.ipynb",
+    "chapters/05_transformer_block/02_mlp_and_the_full_model.ipynb",
+    "chapters/06_positions/02_alibi_and_context_extension.ipynb",
+    "chapters/07_pretraining/01_pretraining_the_base_model.ipynb",
+    "chapters/07_pretraining/02_clipping_checkpoints_and_resuming.ipynb",
+    "chapters/08_decoding/01_decoding_strategies.ipynb",
+    "chapters/09_mixture_of_experts/01_routing_and_load_balancing.ipynb",
+    "chapters/09_mixture_of_experts/02_dense_vs_moe.ipynb",
+    "chapters/10_mixed_precision_and_memory/01_floating_point_and_mixed_precision.ipynb",
+    "chapters/10_mixed_precision_and_memory/02_where_the_memory_goes.ipynb",
+    "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
+    "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
+    "chapters/13_lora_and_qlora/01_lora.ipynb",
+    "chapters/13_lora_and_qlora/02_quantization_and_nf4.ipynb",
+    "chapters/13_lora_and_qlora/03_qlora_and_fine_tuning.ipynb",
+    "chapters/14_preference_optimization/02_dpo_on_tinyworld.ipynb",
+    "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
+    "chapters/15_reasoning_with_rl/02_grpo.ipynb",
+    "chapters/16_capstone/01_the_full_run.ipynb",
+    "chapters/A1_flash_attention/01_tiling_and_online_softmax.ipynb",
+})
+
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 #: Cell metadata that labels the HTML book's toggle over a solution.
 SOLUTION_TOGGLE = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
@@ -126,9 +167,11 @@ def _source_ignored(cell) -> bool:
     return bool(tags & IGNORE_TAGS) or "NBVAL_IGNORE_OUTPUT" in cell.source
 
 
-def check_notebook(path: Path, legacy_setup: bool = False) -> list[str]:
+def check_notebook(path: Path, legacy_setup: bool = False, unfitted_outputs: bool = False) -> list[str]:
     """Return the list of convention violations in one notebook (empty = fine).
-    ``legacy_setup``: also accept LEGACY_SETUP_CELL as the first code cell."""
+    ``legacy_setup``: also accept LEGACY_SETUP_CELL as the first code cell.
+    ``unfitted_outputs``: waive the output width and printed-table checks
+    (for UNFITTED_OUTPUT_NOTEBOOKS only)."""
     problems: list[str] = []
     raw = path.read_bytes()
     if len(raw) > MAX_NOTEBOOK_BYTES:
@@ -176,6 +219,8 @@ def check_notebook(path: Path, legacy_setup: bool = False) -> list[str]:
             size = len(json.dumps(out))
             if size > MAX_OUTPUT_BYTES:
                 problems.append(f"{where} stores a {size/1e6:.1f} MB output (limit {MAX_OUTPUT_BYTES/1e6:.0f} MB)")
+        if not unfitted_outputs:
+            problems.extend(f"{where}: {p}" for p in output_fit_problems(cell))
         if _source_ignored(cell) and not re.search(r"\bassert\b", cell.source):
             problems.append(f"{where} ignores its output under nbval but asserts nothing")
         if END in cell.source and BEGIN not in cell.source:
@@ -185,6 +230,22 @@ def check_notebook(path: Path, legacy_setup: bool = False) -> list[str]:
         problems.extend(f"{where}: {p}" for p in _check_solution_cell(nb.cells[solution]))
         if check is None or "check_" not in nb.cells[check].source:
             problems.append(f"{where} is an exercise but the next code cell calls no minillm.exercises checker")
+    return problems
+
+
+def output_fit_problems(cell) -> list[str]:
+    """What in a code cell's shown text output would scroll sideways or belongs
+    in an HTML table: each output line wider than MAX_OUTPUT_COLUMNS (by its
+    line number in the cell's text output), and a table printed as text."""
+    problems = []
+    for k, width, line in wide_output_lines(cell):
+        problems.append(f"output line {k} is {width} characters wide (limit {MAX_OUTPUT_COLUMNS}): "
+                        f"{line[:40]!r}...: wrap it (textwrap) or print less per line")
+    table = printed_table(cell)
+    if table:
+        first, last = table
+        problems.append(f"output lines {first}-{last} are a table printed as aligned text: build a "
+                        "pandas DataFrame (floats rounded) and display it, so the page shows HTML")
     return problems
 
 
@@ -226,7 +287,9 @@ def check_all(root: Path = ROOT) -> list[str]:
         if str(rel.with_suffix("")) not in listed_set:
             problems.append(f"{rel}: not listed in _toc.yml")
         legacy = rel.as_posix() in LEGACY_SETUP_NOTEBOOKS
-        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path, legacy_setup=legacy))
+        unfitted = rel.as_posix() in UNFITTED_OUTPUT_NOTEBOOKS
+        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path, legacy_setup=legacy,
+                                                                unfitted_outputs=unfitted))
     return problems
 
 
