@@ -157,3 +157,60 @@ def devices_needed(n_params: float, stage: int, device_bytes: float = 80e9, max_
         return None  # the memory per device only falls as devices are added
     return next(n for n in range(1, max_devices + 1)
                 if zero_model_state_bytes(n_params, stage, n, **bytes_per_param)["total"] <= device_bytes)
+
+
+def counted_flops(fn) -> dict[str, float]:
+    """FLOPs of the matrix products that ``fn()`` runs, counted op by op.
+
+    Uses ``torch.utils.flop_counter.FlopCounterMode``, which knows the cost of
+    every matrix product (``mm``, ``addmm``, ``bmm``, attention kernels) from
+    its shapes: an [m, k] @ [k, n] product is 2 m k n FLOPs. Call a forward
+    pass and ``backward()`` inside ``fn`` to count a training step. Elementwise
+    work (norms, activations, softmax, the optimizer) counts zero, as in the
+    6N rule. Attention is counted over the full T x T square even when causal,
+    as PaLM's 12 L T d does. PyTorch's CPU attention kernel has no formula of
+    its own, so it is given the same as the GPU kernels.
+
+    Returns ``{op name: FLOPs}`` plus ``"total"``.
+    """
+    import torch
+    from torch.utils import flop_counter
+
+    aten = torch.ops.aten
+    cpu_attention = {  # (query, key, value, ...) and (grad_out, query, key, value, ...)
+        aten._scaled_dot_product_flash_attention_for_cpu:
+            lambda q, k, v, *args, **kwargs: flop_counter.sdpa_flop_count(q, k, v),
+        aten._scaled_dot_product_flash_attention_for_cpu_backward:
+            lambda g, q, k, v, *args, **kwargs: flop_counter.sdpa_backward_flop_count(g, q, k, v),
+    }
+    with flop_counter.FlopCounterMode(display=False, custom_mapping=cpu_attention) as counter:
+        fn()
+    by_op = {str(op).removeprefix("aten."): float(n)
+             for op, n in counter.get_flop_counts()["Global"].items()}
+    return {**by_op, "total": float(counter.get_total_flops())}
+
+
+def matmul_flops_per_second(size: int = 1024, seconds: float = 0.5) -> float:
+    """This machine's measured float32 matrix-product rate (FLOP/s) with the
+    current ``torch.get_num_threads()``: [size, size] @ [size, size] products,
+    repeated for about ``seconds`` of this process's CPU time. CPU time, not
+    wall time, so that other programs on a busy machine do not count; the best
+    of five timings, since interruptions only ever slow a product down.
+    The denominator of a CPU's model FLOPs utilisation."""
+    import time
+
+    import torch
+
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b  # warm up
+    start = time.process_time()
+    a @ b
+    once = max(time.process_time() - start, 1e-4)
+    repeats = max(1, int(seconds / 5 / once))
+    best = float("inf")
+    for _ in range(5):
+        start = time.process_time()
+        for _ in range(repeats):
+            a @ b
+        best = min(best, (time.process_time() - start) / repeats)
+    return 2 * size ** 3 / best
