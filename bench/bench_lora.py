@@ -1,330 +1,240 @@
-"""Full fine-tuning vs LoRA vs QLoRA on TinyWorld question answering (chapter 13).
+"""Full fine-tuning vs LoRA vs QLoRA with chapter 12's SFT recipe and splits (chapter 13).
 
-    .venv/bin/python bench/bench_lora.py              # every run below, appends results
-    .venv/bin/python bench/bench_lora.py --only main  # one group of runs
-    .venv/bin/python bench/bench_lora.py --summary    # the tables from the results
+    .venv/bin/python bench/bench_lora.py                  # every group, appends results
+    .venv/bin/python bench/bench_lora.py --only rank lr   # some groups
+    .venv/bin/python bench/bench_lora.py --summary        # the tables from the results
 
-Each run fine-tunes the zoo's ``tinyworld-base`` on ``sft_train`` (chat
-examples, loss on the assistant's tokens only) for ``--steps`` AdamW steps of
-``--batch-size`` examples (warmup, then cosine to 0; clipping at 1), then
-answers the questions of ``sft_eval_seen`` (people and facts trained on, new
-wording), ``sft_eval_heldout`` (people whose biographies were pretrained but
-who were never asked about in SFT: knowledge extraction) and
-``sft_eval_unknown`` (people the model never saw; the right answer is "I
-don't know") by greedy decoding; an answer counts as correct if it contains
-the gold answer. It records the trainable parameters, the bytes of the
-stored weights and of AdamW's state, and the median time per step.
+Every run is chapter 12's supervised fine-tuning, done by chapter 12's own
+code: ``minillm.sft.train_sft`` with the ``tinyworld-sft`` recipe's settings
+(``sft_train_wide`` packed into 128-token blocks, loss on the assistant's
+tokens only, 16 blocks per AdamW step, warmup then cosine to lr/10, clipping
+at 1, the weights of the best greedy accuracy on ``sft_dev`` kept, step 0
+competing) for 60 steps with the dev people checked at the start and the end
+(chapter 12's short SFT of the base model), with the learning rate and seed of
+the run spec. The parent is a zoo model (``parent``; default
+``tinyworld-base``, pretrained on biographies only, so the chat questions
+must teach it to *extract* what it stored; the mixed ``tinyworld-pretrain``
+answers 73% of held-out questions before any SFT, leaving a method little to
+show, which the ``pretrain`` group measures). LoRA freezes it and wraps the
+target layers (``minillm.lora.inject_lora``); QLoRA first stores the block
+matrices in NF4 with double quantization (``minillm.quant.quantize_model``).
 
-Groups: ``main`` (full SFT, LoRA all-linear r=8, QLoRA all-linear r=8 with an
-NF4 + double-quantized frozen base; 3 seeds each), ``lr`` (LoRA at other
-learning rates, and full SFT at LoRA's), ``rank`` (r = 1..64, alpha = 2r),
-``targets`` (q,v / attention / all linear). Results are appended, one JSON
-line per run, to ``--out`` (default: chapters/13_lora_and_qlora/sft_runs.jsonl,
-which the chapter's third notebook reads); a run already in the file is
-skipped, so an interrupted bench resumes.
+Accuracy is chapter 12's: ``minillm.evals.answer_questions`` (greedy, exact
+match) and ``accuracy_by`` on ``sft_eval_heldout`` (people read about in
+pretraining, never asked about: knowledge extraction; every run), and in the
+``main`` and ``pretrain`` groups also on ``sft_eval_seen`` without the dev
+people (as chapter 12 reports it) and, in ``main``, the refusal rate on
+``sft_eval_unknown``. Each run records its trainable parameters, the bytes of
+its stored weights, the bytes of AdamW's state (read from the optimizer of a
+``minillm.train.Trainer`` after a step) and the median seconds of a training
+step (5 steps of that Trainer after a warm-up one; the CPU was shared, so
+compare ratios, not absolute times).
 
-The training loop is a plain one (not ``minillm.train.Trainer``) so that the
-optimizer sees exactly the trainable parameters and its state can be
-measured directly.
+Groups (``runs``): ``main`` (full SFT, LoRA r=4 on all linear layers (3.7%
+of the parameters) and QLoRA with the same adapters; seeds 0, 1, 2),
+``live`` (a 20-step LoRA run the chapter recomputes), ``rank`` (r = 1..64 on
+all linear layers, alpha = 2r), ``lr`` (learning rates for LoRA and full),
+``targets`` (q,v / attention / MLP / all linear at r = 8), ``pretrain`` (full
+vs LoRA from ``tinyworld-pretrain``), ``alpha`` (r = 64 with alpha fixed at 8,
+and rsLoRA). One JSON line per run is appended to ``--out`` (default
+chapters/13_lora_and_qlora/sft_runs.jsonl, read by the chapter's third
+notebook); a run already there is skipped, so an interrupted bench resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import hashlib
 import json
-import math
-import random
 import statistics
 import sys
+import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minillm import tinyworld, zoo  # noqa: E402
-from minillm.checkpoint import load_model  # noqa: E402
-from minillm.chat import encode_chat, reply_text  # noqa: E402
-from minillm.generate import greedy  # noqa: E402
-from minillm.lora import (
-    ALL_LINEAR,
-    ATTENTION,
-    count_trainable,
-    inject_lora,
-)  # noqa: E402
-from minillm.quant import Linear4bit, quantize_model  # noqa: E402
-from minillm.tokenizer import load_book_tokenizer  # noqa: E402
+from minillm import seed_everything, tinyworld, zoo  # noqa: E402
+from minillm.evals import accuracy_by, answer_questions, refusal_rate  # noqa: E402
+from minillm.lora import ALL_LINEAR, ATTENTION, MLP, count_trainable, inject_lora  # noqa: E402
+from minillm.pipeline import TINYWORLD_SFT  # noqa: E402
+from minillm.quant import quantize_model, stored_bytes  # noqa: E402
+from minillm.sft import encode_examples, pack_examples, train_sft  # noqa: E402
+from minillm.train import TrainConfig, Trainer  # noqa: E402
 
-IGNORE = -100
-SPLITS = ("sft_eval_seen", "sft_eval_heldout", "sft_eval_unknown")
-TARGETS = {"all": ALL_LINEAR, "attn": ATTENTION, "qv": ("q_proj", "v_proj")}
+OUT = ROOT / "chapters/13_lora_and_qlora/sft_runs.jsonl"
+TARGETS = {"qv": ("q_proj", "v_proj"), "attn": ATTENTION, "mlp": MLP, "all": ALL_LINEAR}
+SEEDS = (0, 1, 2)
+#: The settings every run starts from (a spec overrides some of them).
+FULL = dict(method="full", lr=1e-3, r=0, alpha=0, rslora=False, targets="-",
+            parent="tinyworld-base", steps=60, eval_every=60, seed=0)
+LORA = dict(FULL, method="lora", lr=1e-2, r=4, alpha=8, targets="all")
 
 
 def runs(group: str) -> list[dict]:
-    """The run specs of a group: method, lr, rank, targets, seed."""
-    full = dict(method="full", lr=1e-3, r=0, targets="-")
-    lora = dict(method="lora", lr=1e-2, r=8, targets="all")
-    qlora = dict(lora, method="qlora")
-    if group == "main":
-        return [dict(spec, seed=s) for s in (0, 1, 2) for spec in (full, lora, qlora)]
+    """The run specs of a group (dicts with FULL's keys)."""
+    lora = dict(LORA)
+    if group == "main":  # the chosen LoRA setting (<= 5% trainable), full, QLoRA
+        specs = [FULL, lora, dict(lora, method="qlora")]
+        return [dict(spec, seed=s) for s in SEEDS for spec in specs]
     if group == "lr":
-        return [dict(lora, lr=lr, seed=0) for lr in (1e-3, 3e-3, 3e-2)] + [
-            dict(full, lr=lr, seed=0) for lr in (3e-4, 3e-3)
-        ]
-    if group == "rank":
-        return [dict(lora, r=r, seed=0) for r in (1, 2, 4, 16, 32, 64)]
-    if group == "targets":
-        return [dict(lora, targets=t, seed=0) for t in ("qv", "attn")]
-    raise ValueError(f"unknown group {group!r}; choose main, lr, rank or targets")
+        return [dict(lora, lr=lr) for lr in (1e-3, 3e-2)] + [
+            dict(FULL, lr=lr) for lr in (3e-4, 3e-3)] + [dict(lora, lr=3e-3)]
+    if group == "rank":  # alpha = 2r: the scale alpha/r stays 2
+        return [dict(lora, r=r, alpha=2 * r) for r in (1, 2, 8, 16, 32, 64)]
+    if group == "targets":  # r = 8 on each set
+        return [dict(lora, r=8, alpha=16, targets=t) for t in ("qv", "attn", "mlp", "all")]
+    if group == "alpha":  # r = 64 with alpha fixed at 8 (scale 8/64), and rsLoRA (16/8)
+        return [dict(lora, r=64, alpha=8), dict(lora, r=64, alpha=16, rslora=True)]
+    if group == "live":  # short enough for the notebook to recompute
+        return [dict(lora, steps=20)]
+    if group == "pretrain":
+        return [dict(spec, parent="tinyworld-pretrain", lr=lr)
+                for spec, lr in ((FULL, 3e-4), (lora, 3e-3))]
+    raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
 
 
-def key(spec: dict, args) -> str:
-    return json.dumps(
-        {
-            **{k: spec[k] for k in ("method", "lr", "r", "targets", "seed")},
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-        },
-        sort_keys=True,
-    )
+GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha")
 
 
-def batch_of(examples: list[tuple[list[int], list[bool]]], pad_id: int):
-    """Right-padded (input_ids, labels) [B, T]; labels -100 off the assistant's tokens.
-    Causal attention never lets a real token see the padding after it: no mask needed.
-    """
-    T = max(len(ids) for ids, _ in examples)
-    x = torch.full((len(examples), T), pad_id)
-    y = torch.full((len(examples), T), IGNORE)
-    for row, (ids, mask) in enumerate(examples):
-        t = torch.tensor(ids)
-        x[row, : len(ids)] = t
-        y[row, : len(ids)] = t.masked_fill(~torch.tensor(mask), IGNORE)
-    return x, y
+def key(spec: dict) -> str:
+    """The identity of a run: every setting of its spec."""
+    return json.dumps({k: spec[k] for k in FULL}, sort_keys=True)
 
 
-def weights_sha(model) -> str:
-    """12 hex digits of a hash of the model's weights: which base a result came from."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
-        h.update(name.encode() + tensor.detach().contiguous().numpy().tobytes())
-    return h.hexdigest()[:12]
-
-
-def build(base, spec: dict):
-    model = copy.deepcopy(base)
-    torch.manual_seed(spec["seed"])  # the adapters' A
+def build(parent: torch.nn.Module, spec: dict) -> torch.nn.Module:
+    """A copy of ``parent`` ready to fine-tune as ``spec`` says (seeds the adapters' A)."""
+    model = copy.deepcopy(parent)
+    seed_everything(spec["seed"])
     if spec["method"] == "qlora":
         quantize_model(model, double_quant=True)
     if spec["method"] in ("lora", "qlora"):
-        inject_lora(model, TARGETS[spec["targets"]], r=spec["r"], alpha=2 * spec["r"])
+        inject_lora(model, TARGETS[spec["targets"]], r=spec["r"], alpha=spec["alpha"],
+                    rslora=spec["rslora"])
     return model
 
 
-def weight_bytes(model) -> int:
-    """Stored weight bytes: parameters (a tied tensor once) + 4-bit layers' buffers."""
-    params = sum(p.numel() * p.element_size() for p in model.parameters())
-    return params + sum(
-        m.nbytes() for m in model.modules() if isinstance(m, Linear4bit)
-    )
+def train_config(spec: dict) -> TrainConfig:
+    """The ``tinyworld-sft`` recipe's settings with the spec's lr, steps and seed."""
+    return TrainConfig(**{**TINYWORLD_SFT.train, "lr": spec["lr"], "min_lr": spec["lr"] / 10,
+                          "steps": spec["steps"], "warmup_steps": spec["steps"] // 10,
+                          "seed": spec["seed"]})
 
 
-def finetune(model, examples, pad_id, spec, args) -> dict:
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=spec["lr"], betas=(0.9, 0.95), weight_decay=0.0)
-    rng = random.Random(spec["seed"])
-    order, losses, times = [], [], []
-    model.train()
-    warmup = max(1, args.steps // 10)
-    for step in range(args.steps):
-        if len(order) < args.batch_size:
-            order += rng.sample(range(len(examples)), len(examples))  # epoch by epoch
-        idx, order = order[: args.batch_size], order[args.batch_size :]
-        lr = spec["lr"] * (
-            (step + 1) / warmup
-            if step < warmup
-            else 0.5 * (1 + math.cos(math.pi * (step - warmup) / (args.steps - warmup)))
-        )
-        for group in opt.param_groups:
-            group["lr"] = lr
-        x, y = batch_of([examples[i] for i in idx], pad_id)
+def step_cost(model: torch.nn.Module, blocks, config: TrainConfig, steps: int = 5):
+    """(median seconds per training step, bytes of AdamW's state) of ``model`` on a
+    minillm Trainer: one warm-up step, then ``steps`` timed ones (on a copy)."""
+    trainer = Trainer(copy.deepcopy(model), config, blocks, progress=False)
+    trainer.train_step()
+    times = []
+    for _ in range(steps):
         start = time.perf_counter()
-        logits = model(x)
-        loss = F.cross_entropy(
-            logits[:, :-1].flatten(0, 1), y[:, 1:].flatten(), ignore_index=IGNORE
-        )
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
+        trainer.train_step()
         times.append(time.perf_counter() - start)
-        losses.append(loss.item())
-    model.eval()
-    state_bytes = sum(
-        t.numel() * t.element_size()
-        for s in opt.state.values()
-        for t in s.values()
-        if torch.is_tensor(t) and t.dim() > 0
-    )
-    return {
-        "final_loss": statistics.mean(losses[-10:]),
-        "ms_per_step": 1e3 * statistics.median(times),
-        "optimizer_state_bytes": state_bytes,
-    }
+    state = sum(t.numel() * t.element_size() for s in trainer.optimizer.state.values()
+                for t in s.values() if torch.is_tensor(t))
+    return statistics.median(times), state
 
 
-@torch.no_grad()
-def qa_accuracy(model, tokenizer, split: str, limit: int | None = None) -> float:
-    """Greedy replies to a split's questions; correct if one holds the gold answer."""
-    records = tinyworld.load(split)[:limit]
-    by_length = defaultdict(list)
-    for record in records:
-        ids, _ = encode_chat(
-            record["messages"][:-1], tokenizer, add_generation_prompt=True
-        )
-        by_length[len(ids)].append((record, ids))
-    correct = 0
-    for group in by_length.values():
-        out = greedy(model, torch.tensor([ids for _, ids in group]), 16)
-        for (record, _), new in zip(group, out.tolist()):
-            correct += record["answer"].lower() in reply_text(new, tokenizer).lower()
-    return correct / len(records)
+def eval_splits() -> dict[str, list[dict]]:
+    """Chapter 12's three splits; "seen" without the dev people (never trained on)."""
+    dev_people = {r["person"] for r in tinyworld.load("sft_dev")}
+    return {"heldout": tinyworld.load("sft_eval_heldout"),
+            "seen": [r for r in tinyworld.load("sft_eval_seen")
+                     if r["person"] not in dev_people],
+            "unknown": tinyworld.load("sft_eval_unknown")}
 
 
-def run(base, tokenizer, examples, spec, args) -> dict:
-    model = build(base, spec)
+def evaluate(model, tokenizer, splits) -> dict[str, float]:
+    """Accuracy on each of ``splits`` (a fraction); on "unknown" the refusal rate."""
+    rows = {name: answer_questions(model, tokenizer, recs) for name, recs in splits.items()}
+    return {("unknown_refusal" if name == "unknown" else name):
+            (refusal_rate(r) if name == "unknown" else accuracy_by(r))
+            for name, r in rows.items()}
+
+
+#: The splits each group is measured on: held-out always; unknown people only in
+#: ``main`` (no run here learns to refuse); the short ``live`` run held-out only.
+GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"), "pretrain": ("heldout", "seen")}
+
+
+def run(spec: dict, parent, tokenizer, splits, time_steps: bool = True) -> dict:
+    """Fine-tune ``parent`` as ``spec`` says with chapter 12's ``train_sft``; its row."""
+    model = build(parent, spec)
+    config = train_config(spec)
     trainable, total = count_trainable(model)
-    result = {
-        "key": key(spec, args),
-        **spec,
-        "steps": args.steps,
-        "batch_size": args.batch_size,
-        "trainable": trainable,
-        "total": total,
-        "weight_bytes": weight_bytes(model),
-    }
-    result.update(
-        finetune(model, examples, tokenizer.special_tokens["<|pad|>"], spec, args)
-    )
-    for split in SPLITS:
-        result[split.removeprefix("sft_eval_")] = qa_accuracy(
-            model, tokenizer, split, args.eval_limit
-        )
-    return result
+    row = {"key": key(spec), **spec, "trainable": trainable, "total": total,
+           "weight_bytes": stored_bytes(model)}
+    if time_steps:
+        blocks = pack_examples(encode_examples(tinyworld.load("sft_train_wide"), tokenizer),
+                               128, tokenizer.special_tokens["<|pad|>"])
+        row["step_seconds"], row["optimizer_state_bytes"] = step_cost(model, blocks, config)
+    start = time.perf_counter()
+    seed_everything(spec["seed"])
+    with tempfile.TemporaryDirectory() as work:
+        history, facts = train_sft(model, tokenizer, tinyworld.load("sft_train_wide"),
+                                   tinyworld.load("sft_dev"), config, work=work,
+                                   eval_every=spec["eval_every"])
+    row["train_seconds"] = time.perf_counter() - start
+    row.update(facts)
+    row["final_loss"] = statistics.mean(r["loss"] for r in history[-10:])
+    row.update(evaluate(model, tokenizer, splits))
+    return row
+
+
+def load_rows(path: Path = OUT) -> list[dict]:
+    """The stored runs, one dict per JSON line."""
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def summary(path: Path) -> None:
     import pandas as pd
 
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    df = pd.DataFrame(rows)
-    cols = [
-        "seen",
-        "heldout",
-        "unknown",
-        "final_loss",
-        "ms_per_step",
-        "trainable",
-        "optimizer_state_bytes",
-        "weight_bytes",
-    ]
-    print(
-        df.groupby(["method", "targets", "r", "lr"])[cols]
-        .agg(["mean", "count"])
-        .to_string()
-    )
+    df = pd.DataFrame(load_rows(path))
+    cols = ["heldout", "seen", "unknown_refusal", "chosen_step", "trainable",
+            "optimizer_state_bytes", "step_seconds"]
+    table = df.groupby(["parent", "method", "targets", "r", "alpha", "rslora", "lr"])[cols]
+    print(table.agg(["mean", "min", "max", "count"]).round(4).T.to_string())
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", nargs="*", default=["main", "lr", "rank", "targets"])
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument(
-        "--eval-limit", type=int, default=None, help="questions per split (default all)"
-    )
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", nargs="*", default=list(GROUPS), choices=GROUPS)
+    parser.add_argument("--seeds", type=int, nargs="*", default=None, help="only these seeds")
+    parser.add_argument("--methods", nargs="*", default=None, help="only these methods")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument(
-        "--seeds", type=int, nargs="*", default=None, help="only these seeds"
-    )
-    parser.add_argument(
-        "--methods",
-        nargs="*",
-        default=None,
-        help="only these methods (full, lora, qlora)",
-    )
-    parser.add_argument(
-        "--out", type=Path, default=ROOT / "chapters/13_lora_and_qlora/sft_runs.jsonl"
-    )
-    parser.add_argument(
-        "--base",
-        type=Path,
-        default=None,
-        help="a model.safetensors to fine-tune instead of zoo.load('tinyworld-base')",
-    )
+    parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")
     args = parser.parse_args(argv)
     if args.summary:
         summary(args.out)
         return 0
     torch.set_num_threads(args.threads)
-    base, tokenizer = (
-        zoo.load("tinyworld-base")
-        if args.base is None
-        else (load_model(args.base).eval(), load_book_tokenizer())
-    )
-    base_sha = weights_sha(base)
-    examples = [
-        encode_chat(r["messages"], tokenizer) for r in tinyworld.load("sft_train")
-    ]
-    done = set()
-    if args.out.exists():
-        done = {
-            json.loads(line)["key"]
-            for line in args.out.read_text().splitlines()
-            if line.strip()
-        }
-    specs = [s for group in args.only for s in runs(group)]
-    if args.seeds is not None:
-        specs = [s for s in specs if s["seed"] in args.seeds]
-    if args.methods is not None:
-        specs = [s for s in specs if s["method"] in args.methods]
-    for spec in specs:
-        if key(spec, args) in done:
+    done = {row["key"] for row in load_rows(args.out)}
+    specs = [(group, s) for group in args.only for s in runs(group)
+             if (args.seeds is None or s["seed"] in args.seeds)
+             and (args.methods is None or s["method"] in args.methods)]
+    splits, parents = eval_splits(), {}
+    for group, spec in specs:
+        if key(spec) in done:
             continue
-        start = time.time()
-        result = run(base, tokenizer, examples, spec, args)
-        result["wall_seconds"] = round(time.time() - start, 1)
-        result["base_sha"] = base_sha
+        done.add(key(spec))
+        if spec["parent"] not in parents:
+            parents[spec["parent"]] = zoo.load(spec["parent"])
+        parent, tokenizer = parents[spec["parent"]]
+        names = GROUP_SPLITS.get(group, ("heldout",))
+        row = run(spec, parent, tokenizer, {n: splits[n] for n in names},
+                  time_steps=group != "live")
         with open(args.out, "a") as f:
-            f.write(json.dumps(result) + "\n")
-        print(
-            {
-                k: result[k]
-                for k in (
-                    "method",
-                    "targets",
-                    "r",
-                    "lr",
-                    "seed",
-                    "seen",
-                    "heldout",
-                    "unknown",
-                    "final_loss",
-                    "ms_per_step",
-                    "wall_seconds",
-                )
-            },
-            flush=True,
-        )
+            f.write(json.dumps(row) + "\n")
+        print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()
+               if k != "key"}, flush=True)
     return 0
 
 

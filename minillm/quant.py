@@ -336,3 +336,10 @@ def dequantize_model(model: nn.Module) -> nn.Module:
         return linear.requires_grad_(False)
 
     return _replace(model, Linear4bit, make)
+
+
+def stored_bytes(model: nn.Module) -> int:
+    """Bytes of a model's stored weights: its parameters (a tied tensor once)
+    plus each ``Linear4bit``'s codes and scales (``Linear4bit.nbytes``)."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    return params + sum(m.nbytes() for m in model.modules() if isinstance(m, Linear4bit))

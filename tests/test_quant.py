@@ -30,6 +30,7 @@ from minillm.quant import (
     pack_4bit,
     quantize_codebook,
     quantize_model,
+    stored_bytes,
     to_blocks,
     unpack_4bit,
     zeropoint_dequantize,
@@ -109,8 +110,12 @@ def test_linear4bit_nbytes_forward_and_dequantize_model():
     assert isinstance(model[0], Linear4bit) and not any(
         p.requires_grad for p in model.parameters()
     )
+    # stored bytes: layer 0's 4-bit codes and scales (no parameters left; its bias,
+    # a buffer, is not counted: the book's models have none); then 4 bytes a float
+    assert stored_bytes(model) == model[0].nbytes()
     dequantize_model(model)
     assert isinstance(model[0], torch.nn.Linear)
+    assert stored_bytes(model) == 4 * (8 * 64 + 64)
     with pytest.raises(ValueError, match="quant_type"):
         Linear4bit(linear, quant_type="int3")
     with pytest.raises(ValueError, match="no Linear of the model matches"):
