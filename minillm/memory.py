@@ -28,9 +28,15 @@ from minillm.config import ModelConfig
 #: moments in fp32. mixed: 16-bit weights and gradients for the forward and
 #: backward passes, plus an fp32 master copy that the optimizer updates (a
 #: 16-bit weight cannot absorb an update 1000x smaller than itself).
+#: autocast: ``torch.autocast``'s layout of the same 16 bytes: the fp32
+#: parameters are the master copy, gradients arrive in fp32, and the 16-bit
+#: copies of the weights live only while an operation uses them.
+#: pure bf16: the model cast to bf16, Adam's moments too, no fp32 copy at all.
 BYTES_PER_PARAMETER: dict[str, dict[str, int]] = {
     "fp32": {"weights": 4, "gradients": 4, "master weights": 0, "adam m": 4, "adam v": 4},
     "mixed": {"weights": 2, "gradients": 2, "master weights": 4, "adam m": 4, "adam v": 4},
+    "autocast": {"weights": 4, "gradients": 4, "master weights": 0, "adam m": 4, "adam v": 4},
+    "pure bf16": {"weights": 2, "gradients": 2, "master weights": 0, "adam m": 2, "adam v": 2},
 }
 
 
@@ -41,6 +47,24 @@ def model_state_bytes(n_params: int | float, precision: str = "mixed") -> dict[s
     if isinstance(n_params, bool) or not isinstance(n_params, (int, float)) or not n_params > 0:
         raise ValueError(f"n_params must be a positive number, got {n_params!r}")
     return {name: n_params * b for name, b in BYTES_PER_PARAMETER[precision].items()}
+
+
+def held_state_bytes(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, int]:
+    """Bytes of the model states PyTorch actually holds: every parameter, its
+    ``.grad`` (0 if None) and each tensor in the optimizer's state (AdamW:
+    ``exp_avg`` = m, ``exp_avg_sq`` = v; the scalar step counter is skipped).
+    Returns {"weights", "gradients", "adam m", "adam v", ...} in bytes."""
+    names = {"exp_avg": "adam m", "exp_avg_sq": "adam v"}
+    held = {"weights": 0, "gradients": 0}
+    for p in model.parameters():
+        held["weights"] += p.numel() * p.element_size()
+        if p.grad is not None:
+            held["gradients"] += p.grad.numel() * p.grad.element_size()
+        for name, state in optimizer.state.get(p, {}).items():
+            if torch.is_tensor(state) and state.dim() > 0:
+                key = names.get(name, name)
+                held[key] = held.get(key, 0) + state.numel() * state.element_size()
+    return held
 
 
 def activation_terms(config: ModelConfig, attention: str = "flash") -> dict[str, int]:

@@ -16,9 +16,17 @@ bf16 keeps fp32's 8 exponent bits and only 7 mantissa bits (Kalamkar et al.
 ``LossScaler`` is the dynamic loss scaling of mixed-precision training
 (Micikevicius et al. 2018) in a dozen readable lines, with the same rules and
 defaults as ``torch.amp.GradScaler``.
+
+``train_in_precision`` trains a model in one of ``TRAINING_MODES`` (fp32, bf16
+or fp16 autocast with fp32 master weights, pure bf16, fp16 with a GradScaler)
+and records, per step, what the format did to it: gradient entries that came
+out exactly zero, weight updates that rounded away. ``precision_experiment`` is
+chapter 10's five-way comparison built on it.
 """
 from __future__ import annotations
 
+import copy
+import functools
 import math
 from dataclasses import dataclass
 
@@ -214,3 +222,153 @@ class LossScaler:
                 self.scale *= self.growth_factor
                 self.good_steps = 0
         return found_inf
+
+
+#: The five ways to train that chapter 10 compares (``train_in_precision``).
+TRAINING_MODES = ("fp32", "bf16 autocast", "pure bf16", "fp16 autocast", "fp16 + GradScaler")
+#: The dtype each mode's ``torch.autocast`` region computes matrix products in (None: no autocast).
+AUTOCAST_DTYPES = {"fp32": None, "bf16 autocast": torch.bfloat16, "pure bf16": None,
+                   "fp16 autocast": torch.float16, "fp16 + GradScaler": torch.float16}
+
+
+def train_in_precision(model: torch.nn.Module, mode: str, batches, steps: int, lr: float, *,
+                       warmup_steps: int = 10, min_lr: float | None = None,
+                       weight_decay: float = 0.1, grad_clip: float | None = 1.0,
+                       loss_scale: float = 1.0, optimizer: torch.optim.Optimizer | None = None,
+                       diagnostics: bool = True) -> list[dict]:
+    """Train ``model`` in place with AdamW in one of ``TRAINING_MODES``; one record per step.
+
+    fp32: weights, gradients and Adam's m, v in fp32. "bf16 autocast" and
+    "fp16 autocast": the same fp32 tensors (the weights *are* the master copy);
+    inside ``torch.autocast`` matrix products run in 16 bits, and backward
+    returns each gradient in its parameter's dtype, fp32. "pure bf16": the
+    model is cast to bf16 (``model.to``), so weights, gradients, m and v are
+    all bf16 and there is no fp32 copy anywhere. "fp16 + GradScaler": fp16
+    autocast with ``torch.amp.GradScaler`` (its defaults: S = 2^16, dynamic).
+
+    ``loss_scale`` is a fixed factor S for the other modes: backward runs on
+    S * loss and the gradients are divided by S before clipping, so S < 1
+    makes every gradient S times smaller while the optimizer still sees the
+    true one (in fp32 a power of two changes nothing; in fp16 it decides what
+    underflows). The schedule and parameter groups are ``minillm.train``'s:
+    linear warmup, cosine to ``min_lr`` (default lr / 10), betas (0.9, 0.95),
+    weight decay on matrices only; gradients clipped at ``grad_clip``.
+    ``batches`` yields (input_ids, labels), each [B, T]. ``optimizer``: pass
+    your own (built after any cast) to inspect its state afterwards.
+
+    Returns, per step: ``loss`` (unscaled); ``zero_grads``, the fraction of
+    gradient entries exactly 0 after unscaling, outside the input embedding
+    (whose rows for tokens absent from the batch are 0 in any precision);
+    ``unchanged``, the fraction of those weight entries that the optimizer step
+    left bit-for-bit unchanged (an update below half a gap of the weight's
+    format rounds away); ``scale`` (S used) and ``skipped`` (GradScaler found inf).
+    """
+    from minillm.train import lr_at, param_groups  # here: train imports much of minillm
+
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode must be one of {TRAINING_MODES}, got {mode!r}")
+    if mode == "fp16 + GradScaler" and loss_scale != 1.0:
+        raise ValueError("fp16 + GradScaler chooses its own scale; leave loss_scale at 1")
+    if not loss_scale > 0:
+        raise ValueError(f"loss_scale must be > 0, got {loss_scale!r}")
+    if mode == "pure bf16":
+        model.to(torch.bfloat16)
+    autocast_dtype = AUTOCAST_DTYPES[mode]
+    scaler = torch.amp.GradScaler("cpu") if mode == "fp16 + GradScaler" else None
+    params = [p for p in model.parameters() if p.requires_grad]
+    embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
+    watched = [p for p in params if id(p) not in embeddings]
+    if optimizer is None:
+        optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
+    min_lr = lr / 10 if min_lr is None else min_lr
+    records = []
+    for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = lr_at(step, lr, warmup_steps, steps, min_lr)
+        input_ids, labels = next(batches)
+        with torch.autocast("cpu", dtype=autocast_dtype or torch.float32,
+                            enabled=autocast_dtype is not None):
+            loss = model(input_ids, labels=labels)[1]
+        scale = scaler.get_scale() if scaler else loss_scale
+        (scaler.scale(loss) if scaler else loss * scale).backward()
+        if scaler:
+            scaler.unscale_(optimizer)
+        elif scale != 1.0:
+            for p in params:
+                p.grad.div_(scale)
+        zero = unchanged = None
+        if diagnostics:
+            zero = sum(int((p.grad == 0).sum()) for p in watched) / sum(p.numel() for p in watched)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        before = [p.detach().clone() for p in watched] if diagnostics else []
+        if scaler:
+            scaler.step(optimizer)  # skipped if a gradient is inf/NaN
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if diagnostics:
+            same = sum(int((p.detach() == b).sum()) for p, b in zip(watched, before))
+            unchanged = same / sum(p.numel() for p in watched)
+        records.append({"step": step, "loss": loss.item(), "zero_grads": zero, "unchanged": unchanged,
+                        "scale": scale, "skipped": bool(scaler and scaler.get_scale() < scale)})
+    return records
+
+
+#: Chapter 10's five-way training comparison: a 2-block transformer reads
+#: TinyWorld's biographies byte by byte (``precision_experiment``).
+PRECISION_EXPERIMENT = {"block_size": 32, "batch_size": 8, "d_model": 32, "n_layers": 2,
+                        "n_heads": 2, "steps": 150, "lr": 3e-3, "tie_embeddings": False,
+                        "val_blocks": 256}
+
+
+@functools.lru_cache(maxsize=4)
+def byte_level_tinyworld(block_size: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """TinyWorld's pretraining documents packed into byte-level blocks.
+
+    The book's tokenizer with no merges is a byte tokenizer: ids 0-255 are the
+    bytes, then the special tokens. Returns (input_ids, labels, vocab_size),
+    both [N, block_size], from ``minillm.data.pack_texts`` (documents shuffled
+    with seed 0, the last partial block dropped).
+    """
+    from minillm import tinyworld
+    from minillm.data import pack_texts
+    from minillm.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer([])
+    texts = [record["text"] for record in tinyworld.load("pretrain")]
+    ids, labels = pack_texts(texts, tokenizer, block_size, shuffle_seed=0, drop_last=True)
+    return ids, labels, 256 + len(tokenizer.special_tokens)
+
+
+def precision_experiment(mode: str, seed: int, loss_scale: float = 1.0,
+                         config: dict | None = None) -> dict:
+    """One run of chapter 10's comparison; the same init and batches for a seed, whatever the mode.
+
+    The last ``config["val_blocks"]`` blocks are held out; the rest feed
+    ``train_in_precision``. Returns {"records": per-step records, "val_loss":
+    the final weights' mean loss on the held-out blocks, computed in fp32 (so
+    it measures the training, not the evaluation), "model": the trained model
+    (still in bf16 after "pure bf16")}.
+    """
+    from minillm.config import ModelConfig
+    from minillm.data import Batches
+    from minillm.model import Transformer
+
+    config = PRECISION_EXPERIMENT if config is None else config
+    ids, labels, vocab_size = byte_level_tinyworld(config["block_size"])
+    n_val = config["val_blocks"]
+    model_config = ModelConfig(vocab_size=vocab_size, d_model=config["d_model"],
+                               n_layers=config["n_layers"], n_heads=config["n_heads"],
+                               max_seq_len=config["block_size"],
+                               tie_embeddings=config["tie_embeddings"])
+    torch.manual_seed(seed)
+    model = Transformer(model_config)
+    batches = Batches(ids[:-n_val], labels[:-n_val], batch_size=config["batch_size"], seed=seed)
+    records = train_in_precision(model, mode, batches, config["steps"], config["lr"],
+                                 loss_scale=loss_scale)
+    evaluated = copy.deepcopy(model).float()
+    with torch.no_grad():
+        val_loss = evaluated(ids[-n_val:], labels=labels[-n_val:])[1].item()
+    return {"records": records, "val_loss": val_loss, "model": model}

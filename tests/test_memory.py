@@ -111,3 +111,26 @@ def test_peak_tensor_bytes_counts_live_storages():
         return x
     _, peak = peak_tensor_bytes(chain)
     assert peak == 8000
+
+
+@pytest.mark.parametrize("mode,layout", [("fp32", "fp32"), ("bf16 autocast", "autocast"),
+                                         ("fp16 + GradScaler", "autocast"), ("pure bf16", "pure bf16")])
+def test_held_state_bytes_match_the_layouts(mode, layout):
+    from minillm.data import Batches
+    from minillm.memory import held_state_bytes
+    from minillm.precision import AUTOCAST_DTYPES, train_in_precision
+
+    torch.manual_seed(0)
+    config = ModelConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, max_seq_len=8)
+    model = Transformer(config)
+    if mode == "pure bf16":
+        model.to(torch.bfloat16)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    ids = torch.randint(0, 64, (4, 8))
+    train_in_precision(model, mode, Batches(ids, ids, batch_size=2), 1, 1e-3, optimizer=optimizer)
+    dtype = AUTOCAST_DTYPES[mode]
+    with torch.autocast("cpu", dtype=dtype or torch.float32, enabled=dtype is not None):
+        model(ids, labels=ids)[1].backward()  # the gradients, in the dtype backward gives them
+    held = held_state_bytes(model, optimizer)
+    n = sum(p.numel() for p in model.parameters())
+    assert held == {k: v for k, v in model_state_bytes(n, layout).items() if k != "master weights"}

@@ -106,3 +106,48 @@ def test_loss_scaler_matches_torch_gradscaler():
         assert skipped == overflow
     assert ours.scale == theirs.get_scale()
     assert [s for _, s in ours.history] == pattern
+
+
+def _tiny_run(mode, steps=3, loss_scale=1.0, seed=0):
+    from minillm.config import ModelConfig
+    from minillm.data import Batches
+    from minillm.model import Transformer
+    from minillm.precision import train_in_precision
+
+    torch.manual_seed(seed)
+    config = ModelConfig(vocab_size=32, d_model=16, n_layers=1, n_heads=2, max_seq_len=8,
+                         tie_embeddings=False)
+    model = Transformer(config)
+    ids = torch.randint(0, 32, (16, 8), generator=torch.Generator().manual_seed(seed))
+    records = train_in_precision(model, mode, Batches(ids, ids.clone(), batch_size=4, seed=seed),
+                                 steps, 1e-2, warmup_steps=1, loss_scale=loss_scale)
+    return model, records
+
+
+def test_train_in_precision_modes_run_and_record():
+    from minillm.precision import TRAINING_MODES
+
+    for mode in TRAINING_MODES:
+        model, records = _tiny_run(mode)
+        assert [r["step"] for r in records] == [0, 1, 2]
+        assert all(math.isfinite(r["loss"]) and 0 <= r["unchanged"] <= 1 for r in records)
+        dtype = torch.bfloat16 if mode == "pure bf16" else torch.float32
+        assert all(p.dtype == dtype for p in model.parameters())
+    assert records[0]["scale"] == 2.0 ** 16  # GradScaler's default start
+
+
+def test_power_of_two_loss_scale_is_exact_in_fp32_and_flushes_fp16():
+    _, plain = _tiny_run("fp32")
+    _, shrunk = _tiny_run("fp32", loss_scale=2.0 ** -20)
+    assert [r["loss"] for r in plain] == [r["loss"] for r in shrunk]
+    _, fp16 = _tiny_run("fp16 autocast")
+    _, fp16_shrunk = _tiny_run("fp16 autocast", loss_scale=2.0 ** -20)
+    assert fp16_shrunk[0]["zero_grads"] > fp16[0]["zero_grads"]
+    assert fp16_shrunk[0]["zero_grads"] > 0.5
+
+
+def test_train_in_precision_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        _tiny_run("fp8")
+    with pytest.raises(ValueError, match="GradScaler"):
+        _tiny_run("fp16 + GradScaler", loss_scale=0.5)
