@@ -23,8 +23,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     ck = sub.add_parser("check", help="check every notebook against the book's conventions")
     ck.add_argument("--style", action="store_true",
-                    help="also list code over 88 columns (the check fails on it) "
-                         "and tables printed as text (reported only)")
+                    help="also list, cell by cell, code over 88 columns, output lines over 88 "
+                         "characters and tables printed as text (the check fails on all "
+                         "three, except in UNFITTED_OUTPUT_NOTEBOOKS)")
     xi = sub.add_parser("exercises", help="write the exercise index page (book/exercises.md)")
     xi.add_argument("out", type=Path, nargs="?", default=ROOT / "book" / "exercises.md")
     wi = sub.add_parser("widths", help="widest code line and output line per notebook page of the built book")
@@ -50,9 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         from minillm.book.widths import measure
 
         rows = measure(args.html)
-        print(f"{'page':<72} {'code':>5} {'output':>6} {'code>88':>7}")
+        print(f"{'page':<72} {'code':>5} {'output':>6} {'code>88':>7} {'output>88':>9}")
         for r in rows:
-            print(f"{r['page']:<72} {r['code']:>5} {r['output']:>6} {r['code_lines_over_88']:>7}")
+            print(f"{r['page']:<72} {r['code']:>5} {r['output']:>6} {r['code_lines_over_88']:>7} "
+                  f"{r['output_lines_over_88']:>9}")
         return 0
     if args.command == "check":
         if args.style:

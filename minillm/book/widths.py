@@ -41,15 +41,22 @@ _OPTION = re.compile(r"\s*--?[A-Za-z]")  # "  --device DEVICE   cpu or cuda" in 
 
 def visible_text(cell) -> list[str]:
     """The text outputs of a code cell that the HTML page shows, in order:
-    streams (stdout and stderr), and the plain text of a result or display that
+    streams (stdout and stderr; consecutive ones of a kind merged, as the book's
+    ``nb_merge_streams`` shows them), and the plain text of a result or display that
     has no richer form (an HTML table or a figure is shown instead of its
     text/plain). Glued values (``glue(..., display=False)``) are not shown."""
-    texts = []
+    texts, last_stream = [], None
     for out in cell.get("outputs", []):
         kind = out.get("output_type")
-        if kind == "stream":
-            texts.append(out.get("text", ""))
-        elif kind in ("execute_result", "display_data"):
+        if kind == "stream":  # the book merges consecutive streams (nb_merge_streams)
+            if last_stream == out.get("name"):
+                texts[-1] += out.get("text", "")
+            else:
+                texts.append(out.get("text", ""))
+            last_stream = out.get("name")
+            continue
+        last_stream = None
+        if kind in ("execute_result", "display_data"):
             if "scrapbook" in out.get("metadata", {}):
                 continue
             data = out.get("data", {})
