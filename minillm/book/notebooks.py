@@ -88,7 +88,6 @@ SETUP_CELL = colab_setup_cell()
 #: clone line is the one line over 88 columns they are allowed). A test fails
 #: once one of them no longer needs this, so the list can only shrink.
 LEGACY_SETUP_NOTEBOOKS = frozenset({
-    "chapters/14_preference_optimization/01_rlhf_and_dpo.ipynb",
     "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
     "chapters/15_reasoning_with_rl/02_grpo.ipynb",
 })
