@@ -89,7 +89,6 @@ SETUP_CELL = colab_setup_cell()
 #: once one of them no longer needs this, so the list can only shrink.
 LEGACY_SETUP_NOTEBOOKS = frozenset({
     "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
-    "chapters/15_reasoning_with_rl/02_grpo.ipynb",
 })
 
 #: Notebooks that still print tables as text or output lines over 88 characters
@@ -124,7 +123,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/13_lora_and_qlora/03_qlora_and_fine_tuning.ipynb",
     "chapters/14_preference_optimization/02_dpo_on_tinyworld.ipynb",
     "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
-    "chapters/15_reasoning_with_rl/02_grpo.ipynb",
     "chapters/16_capstone/01_the_full_run.ipynb",
     "chapters/A1_flash_attention/01_tiling_and_online_softmax.ipynb",
 })
