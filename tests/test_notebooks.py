@@ -79,13 +79,17 @@ def test_checker_requires_the_setup_cell(tmp_path):
     assert any("setup cell" in p for p in check_notebook(path))
 
 
-def test_checker_rejects_the_legacy_setup_cell(tmp_path):
+def test_checker_rejects_the_old_setup_cell(tmp_path):
+    # The cell the book used before colab_setup_cell: on Colab a failed clone
+    # surfaced as ModuleNotFoundError, and its clone line is 89 columns.
     path = make_notebook(tmp_path, "print(1)")
     nb = nbformat.read(path, as_version=4)
-    nb.cells[1].source = notebooks.LEGACY_SETUP_CELL
+    nb.cells[1].source = ('import sys\nif "google.colab" in sys.modules:\n'
+                          f"    !git clone --quiet --depth 1 {notebooks.REPO_URL} /content/minillm\n"
+                          "import minillm\nDEVICE = minillm.setup(seed=0)")
     nbformat.write(nb, path)
-    assert any("setup cell" in p for p in check_notebook(path))
-    assert check_notebook(path, legacy_setup=True) == []
+    problems = check_notebook(path)
+    assert any("setup cell" in p for p in problems) and any("over 88 columns" in p for p in problems)
 
 
 def test_checker_catches_code_over_88_columns(tmp_path):
@@ -94,19 +98,6 @@ def test_checker_catches_code_over_88_columns(tmp_path):
     assert check_notebook(make_notebook(tmp_path, ok)) == []
     problems = check_notebook(make_notebook(tmp_path, ok + "\n" + long))
     assert any("1 line(s) over 88 columns (line 2: 125)" in p for p in problems), problems
-
-
-def test_legacy_setup_notebooks_still_need_the_exemption():
-    # The exemption can only shrink: a listed notebook that now starts with
-    # SETUP_CELL (or is gone) must leave LEGACY_SETUP_NOTEBOOKS.
-    from minillm import ROOT
-
-    for rel in sorted(notebooks.LEGACY_SETUP_NOTEBOOKS):
-        path = ROOT / rel
-        assert path.exists(), f"{rel} is gone: remove it from LEGACY_SETUP_NOTEBOOKS"
-        first = next(c for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-        assert first.source == notebooks.LEGACY_SETUP_CELL, (
-            f"{rel} no longer uses the legacy setup cell: remove it from LEGACY_SETUP_NOTEBOOKS")
 
 
 def test_checker_requires_python3_kernel(tmp_path):
@@ -254,9 +245,7 @@ def test_unfitted_output_notebooks_still_need_the_waiver():
     for rel in sorted(notebooks.UNFITTED_OUTPUT_NOTEBOOKS):
         path = ROOT / rel
         assert path.exists(), f"{rel} is gone: remove it from UNFITTED_OUTPUT_NOTEBOOKS"
-        legacy = rel in notebooks.LEGACY_SETUP_NOTEBOOKS
-        strict = check_notebook(path, legacy_setup=legacy)
-        assert strict != check_notebook(path, legacy_setup=legacy, unfitted_outputs=True), (
+        assert check_notebook(path) != check_notebook(path, unfitted_outputs=True), (
             f"{rel} now fits the page: remove it from UNFITTED_OUTPUT_NOTEBOOKS")
 
 

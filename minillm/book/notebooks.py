@@ -39,20 +39,6 @@ def repository_url(config_path: Path = ROOT / "_config.yml") -> str:
 
 REPO_URL = repository_url()
 
-#: The setup cell the book used before ``colab_setup_cell``: on Colab a failed
-#: clone surfaced as ``ModuleNotFoundError``, and its clone line is 89 columns.
-#: Accepted only in LEGACY_SETUP_NOTEBOOKS.
-LEGACY_SETUP_CELL = f"""\
-# Setup: on Colab, fetch the book's code first; then seeds, plot style, device.
-import sys
-if "google.colab" in sys.modules:
-    !git clone --quiet --depth 1 {REPO_URL} /content/minillm
-    %pip install --quiet -e /content/minillm
-    sys.path.insert(0, "/content/minillm")
-import minillm
-DEVICE = minillm.setup(seed=0)"""
-
-
 def colab_setup_cell(repo_url: str | None = None) -> str:
     """The first code cell of every notebook (``SETUP_CELL``): on Colab it
     clones and installs the book and stops with a clear message if either step
@@ -82,14 +68,6 @@ DEVICE = minillm.setup(seed=0)"""
 
 #: The first code cell of every notebook, character for character.
 SETUP_CELL = colab_setup_cell()
-
-#: Notebooks that were being written elsewhere when the checker began to require
-#: SETUP_CELL and 88 columns: they may still start with LEGACY_SETUP_CELL (its
-#: clone line is the one line over 88 columns they are allowed). A test fails
-#: once one of them no longer needs this, so the list can only shrink.
-LEGACY_SETUP_NOTEBOOKS = frozenset({
-    "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
-})
 
 #: Notebooks that still print tables as text or output lines over 88 characters
 #: when the checker began to fail on both (they are being reworked to display
@@ -162,9 +140,8 @@ def _source_ignored(cell) -> bool:
     return bool(tags & IGNORE_TAGS) or "NBVAL_IGNORE_OUTPUT" in cell.source
 
 
-def check_notebook(path: Path, legacy_setup: bool = False, unfitted_outputs: bool = False) -> list[str]:
+def check_notebook(path: Path, unfitted_outputs: bool = False) -> list[str]:
     """Return the list of convention violations in one notebook (empty = fine).
-    ``legacy_setup``: also accept LEGACY_SETUP_CELL as the first code cell.
     ``unfitted_outputs``: waive the output width and printed-table checks
     (for UNFITTED_OUTPUT_NOTEBOOKS only)."""
     problems: list[str] = []
@@ -183,8 +160,7 @@ def check_notebook(path: Path, legacy_setup: bool = False, unfitted_outputs: boo
         problems.append("uses nbval-skip / NBVAL_SKIP: every cell must be tested")
 
     code = [c for c in nb.cells if c.cell_type == "code"]
-    accepted = (SETUP_CELL, LEGACY_SETUP_CELL) if legacy_setup else (SETUP_CELL,)
-    if not code or code[0].source not in accepted:
+    if not code or code[0].source != SETUP_CELL:
         problems.append("first code cell must be the standard setup cell (minillm.book.SETUP_CELL, "
                         "made by minillm.book.notebooks.colab_setup_cell())")
     if not any(re.search(r"^\s*(import minillm|from minillm)", c.source, re.M) for c in code):
@@ -199,7 +175,7 @@ def check_notebook(path: Path, legacy_setup: bool = False, unfitted_outputs: boo
             problems.append(f"{where} is empty (delete it)")
         long = [(k, len(line)) for k, line in enumerate(cell.source.splitlines(), start=1)
                 if len(line) > MAX_CODE_COLUMNS]
-        if long and not (i == 1 and legacy_setup and cell.source == LEGACY_SETUP_CELL):
+        if long:
             k, width = long[0]
             problems.append(f"{where} has {len(long)} line(s) over {MAX_CODE_COLUMNS} columns "
                             f"(line {k}: {width}): wrap them")
@@ -281,10 +257,8 @@ def check_all(root: Path = ROOT) -> list[str]:
         rel = nb_path.relative_to(root)
         if str(rel.with_suffix("")) not in listed_set:
             problems.append(f"{rel}: not listed in _toc.yml")
-        legacy = rel.as_posix() in LEGACY_SETUP_NOTEBOOKS
         unfitted = rel.as_posix() in UNFITTED_OUTPUT_NOTEBOOKS
-        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path, legacy_setup=legacy,
-                                                                unfitted_outputs=unfitted))
+        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path, unfitted_outputs=unfitted))
     return problems
 
 
