@@ -89,7 +89,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/05_transformer_block/02_mlp_and_the_full_model.ipynb",
     "chapters/07_pretraining/01_pretraining_the_base_model.ipynb",
     "chapters/07_pretraining/02_clipping_checkpoints_and_resuming.ipynb",
-    "chapters/08_decoding/01_decoding_strategies.ipynb",
     "chapters/09_mixture_of_experts/01_routing_and_load_balancing.ipynb",
     "chapters/09_mixture_of_experts/02_dense_vs_moe.ipynb",
     "chapters/10_mixed_precision_and_memory/01_floating_point_and_mixed_precision.ipynb",
