@@ -223,6 +223,14 @@ def test_checker_fails_on_an_output_line_over_88_characters(tmp_path):
                in p for p in check_notebook(make_notebook(tmp_path, "warn()", outputs=[err])))
 
 
+def test_output_width_reads_consecutive_streams_as_the_page_shows_them(tmp_path):
+    # the book merges consecutive streams (nb_merge_streams): two prints without a
+    # newline between them make one line on the page
+    halves = [stream("x" * 50), stream("y" * 50 + "\n")]
+    problems = check_notebook(make_notebook(tmp_path, "print(...)", outputs=halves))
+    assert any("output line 1 is 100 characters" in p for p in problems), problems
+
+
 def test_output_checks_leave_arrays_help_text_and_glue_alone(tmp_path):
     from minillm.book.widths import EXERCISE_VERDICT
 
