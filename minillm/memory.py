@@ -156,7 +156,7 @@ def saved_tensor_bytes(fn, exclude=()) -> tuple[object, int]:
 
 @contextmanager
 def gradient_checkpointing(model: torch.nn.Module):
-    """Inside the ``with``, every ``model.blocks[i]`` recomputes its forward during backward.
+    """Inside the ``with``, each ``model.blocks[i]`` recomputes its forward in backward.
 
     Each block's forward is replaced, on the instance only (the class and
     model.py are untouched), by ``torch.utils.checkpoint.checkpoint`` around
@@ -166,7 +166,8 @@ def gradient_checkpointing(model: torch.nn.Module):
     block normally: recomputing would append to the cache twice.
     """
     if not hasattr(model, "blocks"):
-        raise TypeError(f"gradient_checkpointing needs a model with .blocks, got {type(model).__name__}")
+        raise TypeError("gradient_checkpointing needs a model with .blocks, "
+                        f"got {type(model).__name__}")
 
     def wrap(forward):
         def checkpointed(x, cos, sin, mask=None, kv_cache=None):

@@ -211,7 +211,7 @@ class LossScaler:
         return found_inf
 
     def update(self, found_inf: bool) -> bool:
-        """Record this step and adjust the scale; returns True if the step must be skipped."""
+        """Record this step, adjust the scale; True if the step must be skipped."""
         self.history.append((self.scale, found_inf))
         if found_inf:
             self.scale *= self.backoff_factor
