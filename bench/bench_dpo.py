@@ -17,7 +17,9 @@ reference log-probs precomputed once) and then measures, greedily:
     OMP_NUM_THREADS=1 python bench/bench_dpo.py --list
 
 Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
-line per run (a rerun replaces the line of the same name). One run took
+line per run (a rerun replaces the line of the same name); experiments the
+notebook does not read (``--group names``: unknown-people pairs about 480
+invented names) go to ``bench/results/dpo_experiments.jsonl``. One run took
 3.4-9 minutes of training on one thread of a busy 2-core machine (all ten
 runs, with evaluation, about 80 minutes).
 """
@@ -33,6 +35,7 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from minillm import dpo, tinyworld, zoo  # noqa: E402
 from minillm.evals import accuracy_by, answer_questions, refusal_rate  # noqa: E402
@@ -40,6 +43,7 @@ from minillm.checkpoint import save_model  # noqa: E402
 from minillm.train import TrainConfig  # noqa: E402
 
 OUT = ROOT / "chapters" / "14_preference_optimization" / "bench_dpo.jsonl"
+EXPERIMENTS = ROOT / "bench" / "results" / "dpo_experiments.jsonl"
 CACHE = ROOT / ".cache" / "bench_dpo"
 KINDS = ("unknown", "known_wrong", "known_refusal")
 N_TRACK = 32  # tracked dpo_eval pairs per kind
@@ -62,7 +66,31 @@ GROUPS = {
     "lr": [variant("plain-lr0.001", lr=1e-3, min_lr=1e-4)],
     "average": [variant("plain-average", average=True)],
     "sft_then_dpo": [variant(f"sft-dpo-seed{s}", SFT_THEN_DPO, seed=s) for s in (0, 1, 2)],
+    # The recipe with the unknown-people pairs about 480 invented names (2 questions
+    # each, 960 pairs) instead of the release's 40 names x 24 questions.
+    "names": [variant("sft-dpo-names480x2", SFT_THEN_DPO, unknown_names=480, per_name=2)],
 }
+
+
+def training_records(spec: dict) -> list[dict]:
+    """The release's dpo_train pairs, or (``unknown_names``) its known-people
+    pairs plus unknown-people pairs about that many invented names."""
+    records = dpo.load_pairs("dpo_train")
+    if not spec.get("unknown_names"):
+        return records
+    import random
+
+    from bench_refusal_pretrain import invented_unknowns
+    from minillm.tinyworld import tasks
+    from minillm.tinyworld.world import ATTRIBUTES, generate_world
+
+    world, rng = generate_world(), random.Random(f"dpo-unknowns/{spec['unknown_names']}")
+    unknown = [tasks.dpo_pair(world, p, a, rng.choice(tasks.QUESTION_TEMPLATES["train"][a]), rng)
+               for p in invented_unknowns(spec["unknown_names"])
+               for a in rng.sample(ATTRIBUTES, spec["per_name"])]
+    records = [r for r in records if r["kind"] != "unknown"] + unknown
+    rng.shuffle(records)
+    return records
 
 
 def data(tokenizer) -> dict:
@@ -146,6 +174,9 @@ def evaluate(model, tokenizer) -> dict:
 def run(spec: dict, track_every: int = 10) -> dict:
     model, tokenizer = zoo.load("tinyworld-sft")
     pairs = data(tokenizer)
+    records = training_records(spec)
+    if spec.get("unknown_names"):
+        pairs = {**pairs, "train": dpo.encode_pairs(records, tokenizer)}
     torch.manual_seed(spec["seed"])
     config = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
                          min_lr=spec["min_lr"], warmup_steps=spec["warmup_steps"],
@@ -155,7 +186,7 @@ def run(spec: dict, track_every: int = 10) -> dict:
                                      "sft_weight", "sft_steps", "sft_lr")}
     if spec["sft_steps"]:
         options["sft_blocks"] = dpo.chosen_sft_blocks(
-            dpo.load_pairs("dpo_train"), tokenizer, tinyworld.load(dpo.SFT_REPLAY), seed=spec["seed"])
+            records, tokenizer, tinyworld.load(dpo.SFT_REPLAY), seed=spec["seed"])
     track = Track(pairs["track"], pairs["track_kinds"], track_every, tokenizer)
     track.measure(model, 0, "sft" if spec["sft_steps"] else "dpo")
     model.train()
@@ -173,9 +204,11 @@ def run(spec: dict, track_every: int = 10) -> dict:
 
 
 def save(result: dict) -> None:
-    rows = [json.loads(line) for line in OUT.read_text().splitlines()] if OUT.exists() else []
+    # Experiments the notebook does not read go to bench/results, not next to it.
+    out = EXPERIMENTS if result.get("unknown_names") else OUT
+    rows = [json.loads(line) for line in out.read_text().splitlines()] if out.exists() else []
     rows = [r for r in rows if r["name"] != result["name"]] + [result]
-    OUT.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    out.write_text("".join(json.dumps(r) + "\n" for r in rows))
 
 
 def sft_baseline() -> dict:
