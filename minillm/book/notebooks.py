@@ -91,8 +91,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/07_pretraining/02_clipping_checkpoints_and_resuming.ipynb",
     "chapters/09_mixture_of_experts/01_routing_and_load_balancing.ipynb",
     "chapters/09_mixture_of_experts/02_dense_vs_moe.ipynb",
-    "chapters/10_mixed_precision_and_memory/01_floating_point_and_mixed_precision.ipynb",
-    "chapters/10_mixed_precision_and_memory/02_where_the_memory_goes.ipynb",
     "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
     "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
     "chapters/13_lora_and_qlora/01_lora.ipynb",
