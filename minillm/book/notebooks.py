@@ -96,7 +96,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/13_lora_and_qlora/03_qlora_and_fine_tuning.ipynb",
     "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
     "chapters/16_capstone/01_the_full_run.ipynb",
-    "chapters/A1_flash_attention/01_tiling_and_online_softmax.ipynb",
 })
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
