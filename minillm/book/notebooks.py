@@ -87,8 +87,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/04_attention/02_multi_head_gqa_and_kv_cache.ipynb",
     "chapters/05_transformer_block/01_residuals_and_normalization.ipynb",
     "chapters/05_transformer_block/02_mlp_and_the_full_model.ipynb",
-    "chapters/09_mixture_of_experts/01_routing_and_load_balancing.ipynb",
-    "chapters/09_mixture_of_experts/02_dense_vs_moe.ipynb",
     "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
     "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
     "chapters/13_lora_and_qlora/01_lora.ipynb",
