@@ -18,8 +18,8 @@ reference log-probs precomputed once) and then measures, greedily:
 
 Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
 line per run (a rerun replaces the line of the same name); experiments the
-notebook does not read (``--group names``: unknown-people pairs about 480
-invented names) go to ``bench/results/dpo_experiments.jsonl``. One run took
+notebook does not read (``--group names`` / ``names_dev``: unknown-people pairs
+about 480 invented names, and the SFT dev people answering) go to ``bench/results/dpo_experiments.jsonl``. One run took
 3.4-9 minutes of training on one thread of a busy 2-core machine (all ten
 runs, with evaluation, about 80 minutes).
 """
@@ -69,6 +69,10 @@ GROUPS = {
     # The recipe with the unknown-people pairs about 480 invented names (2 questions
     # each, 960 pairs) instead of the release's 40 names x 24 questions.
     "names": [variant("sft-dpo-names480x2", SFT_THEN_DPO, unknown_names=480, per_name=2)],
+    # ... and the 16 SFT dev people (read about in pretraining, never asked about in
+    # SFT) on the answering side: every "wide" phrasing, true answer over a refusal.
+    "names_dev": [variant("sft-dpo-names480x2-dev", SFT_THEN_DPO, unknown_names=480, per_name=2,
+                          dev_known=True)],
 }
 
 
@@ -89,6 +93,13 @@ def training_records(spec: dict) -> list[dict]:
                for p in invented_unknowns(spec["unknown_names"])
                for a in rng.sample(ATTRIBUTES, spec["per_name"])]
     records = [r for r in records if r["kind"] != "unknown"] + unknown
+    if spec.get("dev_known"):
+        dev = {r["person"] for r in tinyworld.load("sft_dev")}
+        people = [p for p in world.people if p.name in dev]
+        records += [dict(tasks.dpo_pair(world, p, a, t, rng), chosen=tasks.canonical_sentence(p, a),
+                         rejected=tasks.refusal(p.name), kind="known_refusal")
+                    for p in people for a in ATTRIBUTES
+                    for t in tasks.question_templates("wide")[a]]
     rng.shuffle(records)
     return records
 
