@@ -36,7 +36,7 @@ of the parameters) and QLoRA with the same adapters; seeds 0, 1, 2),
 all linear layers, alpha = 2r), ``lr`` (learning rates for LoRA and full),
 ``targets`` (q,v / attention / MLP / all linear at r = 8), ``pretrain`` (full
 vs LoRA from ``tinyworld-pretrain``), ``alpha`` (r = 64 with alpha fixed at 8,
-and rsLoRA). One JSON line per run is appended to ``--out`` (default
+with and without rsLoRA). One JSON line per run is appended to ``--out`` (default
 chapters/13_lora_and_qlora/sft_runs.jsonl, read by the chapter's third
 notebook); a run already there is skipped, so an interrupted bench resumes.
 """
@@ -87,8 +87,8 @@ def runs(group: str) -> list[dict]:
         return [dict(lora, r=r, alpha=2 * r) for r in (1, 2, 8, 16, 32, 64)]
     if group == "targets":  # r = 8 on each set
         return [dict(lora, r=8, alpha=16, targets=t) for t in ("qv", "attn", "mlp", "all")]
-    if group == "alpha":  # r = 64 with alpha fixed at 8 (scale 8/64), and rsLoRA (16/8)
-        return [dict(lora, r=64, alpha=8), dict(lora, r=64, alpha=16, rslora=True)]
+    if group == "alpha":  # r = 64, alpha fixed at 8: scale 8/64, or 8/sqrt(64) (rsLoRA)
+        return [dict(lora, r=64, alpha=8), dict(lora, r=64, alpha=8, rslora=True)]
     if group == "live":  # short enough for the notebook to recompute
         return [dict(lora, steps=20)]
     if group == "pretrain":
@@ -193,13 +193,20 @@ def load_rows(path: Path = OUT) -> list[dict]:
 
 
 def summary(path: Path) -> None:
+    """One line per configuration: held-out accuracy (mean, min, max over seeds, %)
+    and the configuration's costs."""
     import pandas as pd
 
     df = pd.DataFrame(load_rows(path))
-    cols = ["heldout", "seen", "unknown_refusal", "chosen_step", "trainable",
-            "optimizer_state_bytes", "step_seconds"]
-    table = df.groupby(["parent", "method", "targets", "r", "alpha", "rslora", "lr"])[cols]
-    print(table.agg(["mean", "min", "max", "count"]).round(4).T.to_string())
+    df["heldout"] *= 100
+    settings = ["parent", "method", "targets", "r", "alpha", "rslora", "lr", "steps"]
+    table = df.groupby(settings).agg(
+        seeds=("seed", "count"), heldout=("heldout", "mean"),
+        heldout_min=("heldout", "min"), heldout_max=("heldout", "max"),
+        trainable=("trainable", "first"), state_bytes=("optimizer_state_bytes", "first"),
+        step_s=("step_seconds", "median"))
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(table.round(2).to_string())
 
 
 def main(argv=None) -> int:
