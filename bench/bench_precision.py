@@ -11,10 +11,11 @@ tiny) on the same seeds, and one bf16 autocast run at the smallest S (bf16 has
 fp32's range, so it must equal the S = 1 run bit for bit).
 
 16-bit matrix products are emulated on CPUs without bf16/fp16 instructions
-(several times slower than fp32), which is why chapter 10.1 runs seed 0 live
+(slower than fp32, not faster), which is why chapter 10.1 runs seed 0 live
 and reads the other seeds from ``bench/results/precision_runs.json``; it
 asserts that its live runs agree with the stored ones. Everything runs on one
-thread, so the results are reproducible bit for bit on the same machine.
+thread, so the results are reproducible bit for bit on the same machine
+(``seconds`` is wall-clock time, on a machine shared with other jobs).
 """
 from __future__ import annotations
 
