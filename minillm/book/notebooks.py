@@ -79,7 +79,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/01_language_models/02_entropy_and_perplexity.ipynb",
     "chapters/01_language_models/03_temperature.ipynb",
     "chapters/02_tokenization/01_bytes_to_bpe.ipynb",
-    "chapters/02_tokenization/02_fast_bpe_and_vocabulary.ipynb",
     "chapters/02_tokenization/03_tinyworld.ipynb",
     "chapters/03_neural_language_models/01_mlp_language_model.ipynb",
     "chapters/03_neural_language_models/02_rnns_and_why_attention.ipynb",
