@@ -85,9 +85,6 @@ UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/05_transformer_block/01_residuals_and_normalization.ipynb",
     "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
     "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
-    "chapters/13_lora_and_qlora/01_lora.ipynb",
-    "chapters/13_lora_and_qlora/02_quantization_and_nf4.ipynb",
-    "chapters/13_lora_and_qlora/03_qlora_and_fine_tuning.ipynb",
     "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
     "chapters/16_capstone/01_the_full_run.ipynb",
 })
