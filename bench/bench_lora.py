@@ -33,10 +33,11 @@ compare ratios, not absolute times).
 Groups (``runs``): ``main`` (full SFT, LoRA r=4 on all linear layers (3.7%
 of the parameters) and QLoRA with the same adapters; seeds 0, 1, 2),
 ``live`` (a 20-step LoRA run the chapter recomputes), ``rank`` (r = 1..64 on
-all linear layers, alpha = 2r), ``lr`` (learning rates for LoRA and full),
-``targets`` (q,v / attention / MLP / all linear at r = 8), ``pretrain`` (full
-vs LoRA from ``tinyworld-pretrain``), ``alpha`` (r = 64 with alpha fixed at 8,
-with and without rsLoRA). One JSON line per run is appended to ``--out`` (default
+all linear layers, alpha = 2r), ``rank8`` (r = 8 on seeds 0, 1, 2), ``lr``
+(learning rates for LoRA and full), ``targets`` (q,v / attention / MLP / all
+linear at r = 8), ``pretrain`` (full vs LoRA from ``tinyworld-pretrain``),
+``alpha`` (r = 64 with alpha fixed at 8, with and without rsLoRA). One JSON
+line per run is appended to ``--out`` (default
 chapters/13_lora_and_qlora/sft_runs.jsonl, read by the chapter's third
 notebook); a run already there is skipped, so an interrupted bench resumes.
 """
@@ -85,6 +86,8 @@ def runs(group: str) -> list[dict]:
             dict(FULL, lr=lr) for lr in (3e-4, 3e-3)] + [dict(lora, lr=3e-3)]
     if group == "rank":  # alpha = 2r: the scale alpha/r stays 2
         return [dict(lora, r=r, alpha=2 * r) for r in (1, 2, 8, 16, 32, 64)]
+    if group == "rank8":  # the rank sweep's best rank on two more seeds
+        return [dict(lora, r=8, alpha=16, seed=s) for s in SEEDS]
     if group == "targets":  # r = 8 on each set
         return [dict(lora, r=8, alpha=16, targets=t) for t in ("qv", "attn", "mlp", "all")]
     if group == "alpha":  # r = 64, alpha fixed at 8: scale 8/64, or 8/sqrt(64) (rsLoRA)
@@ -97,7 +100,7 @@ def runs(group: str) -> list[dict]:
     raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
 
 
-GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha")
+GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha", "rank8")
 
 
 def key(spec: dict) -> str:
