@@ -77,7 +77,6 @@ SETUP_CELL = colab_setup_cell()
 UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
     "chapters/01_language_models/01_ngram_models.ipynb",
     "chapters/01_language_models/02_entropy_and_perplexity.ipynb",
-    "chapters/01_language_models/03_temperature.ipynb",
     "chapters/02_tokenization/03_tinyworld.ipynb",
     "chapters/03_neural_language_models/01_mlp_language_model.ipynb",
     "chapters/03_neural_language_models/02_rnns_and_why_attention.ipynb",
