@@ -153,13 +153,17 @@ class ZeRO:
         self.t += 1
         N, r = self.comm.world_size, self.comm.rank
         for i, p in enumerate(self.params):
-            args = (self.m[i], self.v[i], self.t, self.lr, self.betas, self.eps, self.decay[i])
-            if self.stage == 0:  # plain data parallel: all-reduce, everyone updates everything
+            args = (self.m[i], self.v[i], self.t, self.lr, self.betas, self.eps,
+                    self.decay[i])
+            if self.stage == 0:  # plain data parallel: all-reduce, all update all
                 adamw_(p.view(-1), self.comm.all_reduce(p.grad).view(-1) / N, *args)
                 continue
-            g = self.grad_shards.pop(i) if self.stage >= 2 else self.comm.reduce_scatter(p.grad) / N
+            if self.stage >= 2:  # reduce-scattered during backward
+                g = self.grad_shards.pop(i)
+            else:
+                g = self.comm.reduce_scatter(p.grad) / N
             if self.stage == 3:
-                adamw_(self.shards[i], g, *args)  # the next forward gathers the new weights
+                adamw_(self.shards[i], g, *args)  # the next forward gathers them
                 continue
             shard = self.comm.chunks(p)[r]
             adamw_(shard, g, *args)

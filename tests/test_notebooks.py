@@ -245,59 +245,6 @@ def test_output_checks_leave_arrays_help_text_and_glue_alone(tmp_path):
         assert check_notebook(make_notebook(tmp_path, "show()", outputs=[output])) == [], output
 
 
-def test_unfitted_output_notebooks_still_need_the_waiver():
-    # The waiver can only shrink: a listed notebook whose outputs now fit
-    # (or that is gone) must leave UNFITTED_OUTPUT_NOTEBOOKS.
-    from minillm import ROOT
-
-    for rel in sorted(notebooks.UNFITTED_OUTPUT_NOTEBOOKS):
-        path = ROOT / rel
-        assert path.exists(), f"{rel} is gone: remove it from UNFITTED_OUTPUT_NOTEBOOKS"
-        assert check_notebook(path) != check_notebook(path, unfitted_outputs=True), (
-            f"{rel} now fits the page: remove it from UNFITTED_OUTPUT_NOTEBOOKS")
-
-
-#: The notebooks UNFITTED_OUTPUT_NOTEBOOKS held when the output checks began
-#: to fail: the waiver may lose entries, never gain one.
-UNFITTED_WHEN_THE_CHECK_LANDED = frozenset({
-    "chapters/01_language_models/01_ngram_models.ipynb",
-    "chapters/01_language_models/02_entropy_and_perplexity.ipynb",
-    "chapters/01_language_models/03_temperature.ipynb",
-    "chapters/02_tokenization/01_bytes_to_bpe.ipynb",
-    "chapters/02_tokenization/02_fast_bpe_and_vocabulary.ipynb",
-    "chapters/02_tokenization/03_tinyworld.ipynb",
-    "chapters/03_neural_language_models/01_mlp_language_model.ipynb",
-    "chapters/03_neural_language_models/02_rnns_and_why_attention.ipynb",
-    "chapters/04_attention/01_scaled_dot_product_attention.ipynb",
-    "chapters/04_attention/02_multi_head_gqa_and_kv_cache.ipynb",
-    "chapters/05_transformer_block/01_residuals_and_normalization.ipynb",
-    "chapters/05_transformer_block/02_mlp_and_the_full_model.ipynb",
-    "chapters/06_positions/02_alibi_and_context_extension.ipynb",
-    "chapters/07_pretraining/01_pretraining_the_base_model.ipynb",
-    "chapters/07_pretraining/02_clipping_checkpoints_and_resuming.ipynb",
-    "chapters/08_decoding/01_decoding_strategies.ipynb",
-    "chapters/09_mixture_of_experts/01_routing_and_load_balancing.ipynb",
-    "chapters/09_mixture_of_experts/02_dense_vs_moe.ipynb",
-    "chapters/10_mixed_precision_and_memory/01_floating_point_and_mixed_precision.ipynb",
-    "chapters/10_mixed_precision_and_memory/02_where_the_memory_goes.ipynb",
-    "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
-    "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
-    "chapters/13_lora_and_qlora/01_lora.ipynb",
-    "chapters/13_lora_and_qlora/02_quantization_and_nf4.ipynb",
-    "chapters/13_lora_and_qlora/03_qlora_and_fine_tuning.ipynb",
-    "chapters/14_preference_optimization/02_dpo_on_tinyworld.ipynb",
-    "chapters/15_reasoning_with_rl/01_rewards_and_cold_start.ipynb",
-    "chapters/15_reasoning_with_rl/02_grpo.ipynb",
-    "chapters/16_capstone/01_the_full_run.ipynb",
-    "chapters/A1_flash_attention/01_tiling_and_online_softmax.ipynb",
-})
-
-
-def test_unfitted_output_notebooks_do_not_grow():
-    added = notebooks.UNFITTED_OUTPUT_NOTEBOOKS - UNFITTED_WHEN_THE_CHECK_LANDED
-    assert not added, f"fix these notebooks' outputs instead of waiving them: {sorted(added)}"
-
-
 def test_setup_makes_figures_retina():
     # minillm.setup() switches the inline backend to 2x PNGs, also when pyplot is
     # imported after it (the backend then starts with the formats we chose).

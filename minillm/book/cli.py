@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     ck.add_argument("--style", action="store_true",
                     help="also list, cell by cell, code over 88 columns, output lines over 88 "
                          "characters and tables printed as text (the check fails on all "
-                         "three, except in UNFITTED_OUTPUT_NOTEBOOKS)")
+                         "three)")
     xi = sub.add_parser("exercises", help="write the exercise index page (book/exercises.md)")
     xi.add_argument("out", type=Path, nargs="?", default=ROOT / "book" / "exercises.md")
     wi = sub.add_parser("widths", help="widest code line and output line per notebook page of the built book")

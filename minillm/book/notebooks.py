@@ -69,21 +69,6 @@ DEVICE = minillm.setup(seed=0)"""
 #: The first code cell of every notebook, character for character.
 SETUP_CELL = colab_setup_cell()
 
-#: Notebooks that still print tables as text or output lines over 88 characters
-#: (they were not reworked when the checker began to fail on both; 11.2 prints
-#: the source of minillm.zero.ZeRO.step, whose lines run to 100 columns). Only
-#: these two checks are waived for them. A test fails once one of them passes
-#: without the waiver, and another keeps the list from growing, so it can only
-#: shrink.
-UNFITTED_OUTPUT_NOTEBOOKS = frozenset({
-    "chapters/01_language_models/01_ngram_models.ipynb",
-    "chapters/02_tokenization/03_tinyworld.ipynb",
-    "chapters/03_neural_language_models/01_mlp_language_model.ipynb",
-    "chapters/03_neural_language_models/02_rnns_and_why_attention.ipynb",
-    "chapters/11_distributed_training/02_zero_and_fsdp.ipynb",
-    "chapters/12_supervised_fine_tuning/01_chat_templates_and_loss_masks.ipynb",
-})
-
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 #: Cell metadata that labels the HTML book's toggle over a solution.
 SOLUTION_TOGGLE = {"code_prompt_show": "Show solution", "code_prompt_hide": "Hide solution"}
@@ -120,10 +105,8 @@ def _source_ignored(cell) -> bool:
     return bool(tags & IGNORE_TAGS) or "NBVAL_IGNORE_OUTPUT" in cell.source
 
 
-def check_notebook(path: Path, unfitted_outputs: bool = False) -> list[str]:
-    """Return the list of convention violations in one notebook (empty = fine).
-    ``unfitted_outputs``: waive the output width and printed-table checks
-    (for UNFITTED_OUTPUT_NOTEBOOKS only)."""
+def check_notebook(path: Path) -> list[str]:
+    """Return the list of convention violations in one notebook (empty = fine)."""
     problems: list[str] = []
     raw = path.read_bytes()
     if len(raw) > MAX_NOTEBOOK_BYTES:
@@ -170,8 +153,7 @@ def check_notebook(path: Path, unfitted_outputs: bool = False) -> list[str]:
             size = len(json.dumps(out))
             if size > MAX_OUTPUT_BYTES:
                 problems.append(f"{where} stores a {size/1e6:.1f} MB output (limit {MAX_OUTPUT_BYTES/1e6:.0f} MB)")
-        if not unfitted_outputs:
-            problems.extend(f"{where}: {p}" for p in output_fit_problems(cell))
+        problems.extend(f"{where}: {p}" for p in output_fit_problems(cell))
         if _source_ignored(cell) and not re.search(r"\bassert\b", cell.source):
             problems.append(f"{where} ignores its output under nbval but asserts nothing")
         if END in cell.source and BEGIN not in cell.source:
@@ -237,8 +219,7 @@ def check_all(root: Path = ROOT) -> list[str]:
         rel = nb_path.relative_to(root)
         if str(rel.with_suffix("")) not in listed_set:
             problems.append(f"{rel}: not listed in _toc.yml")
-        unfitted = rel.as_posix() in UNFITTED_OUTPUT_NOTEBOOKS
-        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path, unfitted_outputs=unfitted))
+        problems.extend(f"{rel}: {p}" for p in check_notebook(nb_path))
     return problems
 
 

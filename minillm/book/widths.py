@@ -8,7 +8,9 @@ outputs within 88 characters a line, and tables shown as HTML (a pandas
 DataFrame displayed), not printed as aligned text. The limit was measured in
 the built book: at a 1400 px window the theme's content column gives a cell's
 <pre> 768 px (772 px for outputs, 750 px in a solution's toggle), less 32 px of
-padding; the cells keep white-space ``pre`` and scroll sideways, never wrap.
+padding; code keeps white-space ``pre`` and would scroll sideways (text
+outputs wrap a longer line, ``pre-wrap``: only the exercise checkers'
+verdicts, which the checker exempts, are longer).
 At the theme's 14 px monospace (8.43 px a character) only 87 characters fit,
 so ``book/_static/figures.css`` sets cell code and output in 13 px (7.83 px a
 character, JupyterLab's own code size): 88 characters then take 689 px and
