@@ -139,7 +139,7 @@ def plot_run(folders: list[Path], path: Path | None = None):
 
     histories = {json.loads((f / "recipe.json").read_text())["stage"]:
                  json.loads((f / "history.json").read_text()) for f in folders}
-    fig = plt.figure(figsize=(9, 6.5))
+    fig = plt.figure(figsize=(7.6, 5.8))  # the book column: shown at full size
     grid = fig.add_gridspec(2, 2)
     axes = [fig.add_subplot(grid[0, :]), fig.add_subplot(grid[1, 0]), fig.add_subplot(grid[1, 1])]
     for curve in loss_curves(folders):
