@@ -25,6 +25,7 @@ import argparse
 import json
 import random
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -37,9 +38,9 @@ sys.path.insert(0, str(ROOT / "bench"))
 from bench_dpo import evaluate  # noqa: E402
 from minillm import seed_everything, tinyworld, zoo  # noqa: E402
 from minillm.chat import encode_chat  # noqa: E402
+from minillm.checkpoint import load_weights  # noqa: E402
 from minillm.model import Transformer  # noqa: E402
 from minillm.pipeline import TINYWORLD_PRETRAIN, KeepBest, corpus  # noqa: E402
-from minillm.sft import mixed_blocks  # noqa: E402
 from minillm.tinyworld import tasks  # noqa: E402
 from minillm.tinyworld.world import ATTRIBUTES, Person, generate_world  # noqa: E402
 from minillm.tokenizer import load_book_tokenizer  # noqa: E402
@@ -93,17 +94,15 @@ def surprisal_auc(model, tokenizer) -> dict:
 
 def pretrain(names: int, per_name: int, seed: int):
     recipe, tokenizer = TINYWORLD_PRETRAIN, load_book_tokenizer()
-    _, val = corpus(recipe, tokenizer)
-    records = [r for name in (recipe.data[0], *recipe.data[2:]) for r in tinyworld.load(name)]
-    records += refusal_chats(invented_unknowns(names, seed), per_name, seed)
-    train = mixed_blocks(records, tokenizer, recipe.block_size, recipe.shuffle_seed)
+    refusals = refusal_chats(invented_unknowns(names, seed), per_name, seed)
+    train, val = corpus(recipe, tokenizer, extra_records=refusals)
     config = recipe.train_config()
     seed_everything(config.seed)
     model = Transformer(recipe.model_config())
-    best = Path(f"/tmp/refusal_pretrain_{names}x{per_name}_{seed}.safetensors")
-    Trainer(model, config, train, val, callbacks=[KeepBest(best)], progress=False).fit()
-    from minillm.checkpoint import load_weights
-    load_weights(model, best)
+    with tempfile.TemporaryDirectory() as folder:  # KeepBest's lowest-val-loss weights
+        best = Path(folder) / "best.safetensors"
+        Trainer(model, config, train, val, callbacks=[KeepBest(best)], progress=False).fit()
+        load_weights(model, best)
     return model.eval(), tokenizer
 
 

@@ -30,7 +30,8 @@ from minillm.config import ModelConfig
 #: 16-bit weight cannot absorb an update 1000x smaller than itself).
 #: autocast: ``torch.autocast``'s layout of the same 16 bytes: the fp32
 #: parameters are the master copy, gradients arrive in fp32, and the 16-bit
-#: copies of the weights live only while an operation uses them.
+#: copies of the weights are cached until the autocast region ends (and saved
+#: for backward, so they count among the activations, not here).
 #: pure bf16: the model cast to bf16, Adam's moments too, no fp32 copy at all.
 BYTES_PER_PARAMETER: dict[str, dict[str, int]] = {
     "fp32": {"weights": 4, "gradients": 4, "master weights": 0, "adam m": 4, "adam v": 4},

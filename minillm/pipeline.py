@@ -366,10 +366,16 @@ def train_stage(recipe: Recipe, parent: Path | None, folder: Path, verbose: bool
 
 # ----------------------------------------------------------------- stages
 
-def corpus(recipe: Recipe, tokenizer) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
-    """(train, val) packed blocks of a pretraining recipe, each (input_ids, labels) [N, block_size]."""
+def corpus(recipe: Recipe, tokenizer, extra_records=()
+           ) -> tuple[tuple[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]:
+    """(train, val) packed blocks of a pretraining recipe, each (input_ids, labels) [N, block_size].
+    ``extra_records``: more documents or chats shuffled into a mixed-training
+    corpus (for experiments; a recipe's own data never needs them)."""
     if recipe.corpus != "tinyworld":
         raise ValueError(f"recipe {recipe.name!r}: unknown corpus {recipe.corpus!r} (known: 'tinyworld')")
+    if extra_records and len(recipe.data) <= 2:
+        raise ValueError(f"recipe {recipe.name!r} is not mixed training: extra_records need "
+                         "a recipe with chats among its data")
     from minillm import tinyworld
 
     train_file, val_file = recipe.data[:2]
@@ -382,6 +388,7 @@ def corpus(recipe: Recipe, tokenizer) -> tuple[tuple[torch.Tensor, torch.Tensor]
         from minillm.sft import mixed_blocks
 
         records = [r for name in (train_file, *recipe.data[2:]) for r in tinyworld.load(name)]
+        records += list(extra_records)
         return mixed_blocks(records, tokenizer, recipe.block_size, recipe.shuffle_seed), val
     return pack_texts(texts(train_file), tokenizer, recipe.block_size, recipe.shuffle_seed), val
 

@@ -278,6 +278,7 @@ def train_in_precision(model: torch.nn.Module, mode: str, batches, steps: int, l
     params = [p for p in model.parameters() if p.requires_grad]
     embeddings = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Embedding)}
     watched = [p for p in params if id(p) not in embeddings]
+    n_watched = sum(p.numel() for p in watched)
     if optimizer is None:
         optimizer = torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=(0.9, 0.95))
     min_lr = lr / 10 if min_lr is None else min_lr
@@ -298,7 +299,7 @@ def train_in_precision(model: torch.nn.Module, mode: str, batches, steps: int, l
                 p.grad.div_(scale)
         zero = unchanged = None
         if diagnostics:
-            zero = sum(int((p.grad == 0).sum()) for p in watched) / sum(p.numel() for p in watched)
+            zero = sum(int((p.grad == 0).sum()) for p in watched) / n_watched
         if grad_clip is not None:
             torch.nn.utils.clip_grad_norm_(params, grad_clip)
         before = [p.detach().clone() for p in watched] if diagnostics else []
@@ -310,7 +311,7 @@ def train_in_precision(model: torch.nn.Module, mode: str, batches, steps: int, l
         optimizer.zero_grad(set_to_none=True)
         if diagnostics:
             same = sum(int((p.detach() == b).sum()) for p, b in zip(watched, before))
-            unchanged = same / sum(p.numel() for p in watched)
+            unchanged = same / n_watched
         records.append({"step": step, "loss": loss.item(), "zero_grads": zero, "unchanged": unchanged,
                         "scale": scale, "skipped": bool(scaler and scaler.get_scale() < scale)})
     return records
@@ -339,7 +340,7 @@ def byte_level_tinyworld(block_size: int) -> tuple[torch.Tensor, torch.Tensor, i
     tokenizer = Tokenizer([])
     texts = [record["text"] for record in tinyworld.load("pretrain")]
     ids, labels = pack_texts(texts, tokenizer, block_size, shuffle_seed=0, drop_last=True)
-    return ids, labels, 256 + len(tokenizer.special_tokens)
+    return ids, labels, tokenizer.vocab_size
 
 
 def precision_experiment(mode: str, seed: int, loss_scale: float = 1.0,

@@ -195,3 +195,12 @@ def test_a_shipped_model_is_loaded_and_checked(cache, tmp_path, monkeypatch):
     (shipped / "history.json").write_text("[]")  # tampered with
     with pytest.raises(ValueError, match="does not match its checksum"):
         zoo.load(recipe)
+
+
+def test_corpus_extra_records_need_a_mixed_recipe():
+    from minillm.pipeline import TINYWORLD_BASE, corpus
+
+    chat = {"messages": [{"role": "user", "content": "Who?"},
+                         {"role": "assistant", "content": "I don't know."}]}
+    with pytest.raises(ValueError, match="not mixed training"):
+        corpus(TINYWORLD_BASE, tokenizer=None, extra_records=[chat])
