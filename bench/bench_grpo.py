@@ -59,7 +59,7 @@ def parse_value(text: str):
     return {"true": True, "false": False}.get(text.lower(), text)
 
 
-def cold_start(steps: int | None) -> tuple[Path, str]:
+def cold_start(steps: int | None, device: str = "cpu") -> tuple[Path, str]:
     """The cold-start model's folder: the book's recipe, or one of ``steps`` steps
     (same recipe otherwise), built once into the cache with ``run_cold_start``."""
     if steps is None or steps == REASONING_SFT.train["steps"]:
@@ -72,12 +72,12 @@ def cold_start(steps: int | None) -> tuple[Path, str]:
         folder.mkdir(parents=True, exist_ok=True)
         work.mkdir(parents=True, exist_ok=True)
         grpo.run_cold_start(recipe, build(REASONING_SFT.parent), folder, work,
-                            verbose=False, device="cpu")
+                            verbose=False, device=device)
     return folder, recipe.name
 
 
-def score(folder: Path, tokenizer, test) -> dict:
-    model = load_model(folder / "model.safetensors").eval()
+def score(folder: Path, tokenizer, test, device: str = "cpu") -> dict:
+    model = load_model(folder / "model.safetensors").to(device).eval()
     return grpo.summarize(grpo.evaluate(model, tokenizer, test))
 
 
@@ -92,13 +92,15 @@ def main(argv=None) -> int:
     parser.add_argument("--cold-steps", type=int, default=None,
                         help="cold-start steps (default: the book's recipe)")
     parser.add_argument("--out", type=Path, default=OUT)
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (the book's numbers) or cuda (for sweeps; not bit-identical)")
     args = parser.parse_args(argv)
 
     options = {**GRPO_OPTIONS, **{k: parse_value(v) for k, v in (s.split("=", 1) for s in args.set)}}
     evals = sorted(args.evals or [options["steps"]])
     tokenizer, test = load_book_tokenizer(), tinyworld.load("reasoning_test")
-    parent, parent_name = cold_start(args.cold_steps)
-    before = score(parent, tokenizer, test)
+    parent, parent_name = cold_start(args.cold_steps, args.device)
+    before = score(parent, tokenizer, test, args.device)
     print(f"{parent_name}: greedy format {before['format']:.3f} accuracy {before['accuracy']:.3f}",
           flush=True)
     for seed in args.seeds:
@@ -113,16 +115,16 @@ def main(argv=None) -> int:
                 out = Path(tmp) / f"out-{steps}"
                 out.mkdir()
                 t0 = time.time()
-                grpo.run_grpo(recipe, parent, out, work, verbose=False, device="cpu")
+                grpo.run_grpo(recipe, parent, out, work, verbose=False, device=args.device)
                 wall = time.time() - t0
                 history = json.loads((out / "history.json").read_text())
-                after = score(out, tokenizer, test)
+                after = score(out, tokenizer, test, args.device)
 
                 def window(key, last):
                     part = history[-10:] if last else history[:10]
                     return round(sum(r[key] for r in part) / len(part), 4)
 
-                row = {"name": args.name, "seed": seed, "steps": steps, "cold": parent_name,
+                row = {"name": args.name, "device": args.device, "seed": seed, "steps": steps, "cold": parent_name,
                        "options": run_options, "cold_greedy": before, "grpo_greedy": after,
                        "gain": round(100 * (after["accuracy"] - before["accuracy"]), 2),
                        "seconds": round(sum(r["seconds"] for r in history), 1),

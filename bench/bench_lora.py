@@ -92,6 +92,12 @@ def runs(group: str) -> list[dict]:
         return [dict(lora, r=8, alpha=16, targets=t) for t in ("qv", "attn", "mlp", "all")]
     if group == "alpha":  # r = 64, alpha fixed at 8: scale 8/64, or 8/sqrt(64) (rsLoRA)
         return [dict(lora, r=64, alpha=8), dict(lora, r=64, alpha=8, rslora=True)]
+    if group == "long":  # 150 steps with the dev people checked every 25 (chapter 12's SFT length)
+        long = dict(steps=150, eval_every=25)
+        return [dict(spec, seed=s, **long, lr=lr) for s in SEEDS for spec, lrs in (
+            (FULL, (1e-4, 3e-4, 1e-3)), (lora, (1e-3, 3e-3, 1e-2)),
+            (dict(lora, r=8, alpha=16), (1e-3, 3e-3, 1e-2)),
+            (dict(lora, method="qlora"), (3e-3, 1e-2))) for lr in lrs]
     if group == "live":  # short enough for the notebook to recompute
         return [dict(lora, steps=20)]
     if group == "pretrain":
@@ -100,7 +106,9 @@ def runs(group: str) -> list[dict]:
     raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
 
 
-GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha", "rank8")
+GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha", "rank8", "long")
+#: Where runs train: "cpu" for the book's numbers; a GPU for sweeps (``--device``).
+DEVICE = "cpu"
 
 
 def key(spec: dict) -> str:
@@ -110,7 +118,7 @@ def key(spec: dict) -> str:
 
 def build(parent: torch.nn.Module, spec: dict) -> torch.nn.Module:
     """A copy of ``parent`` ready to fine-tune as ``spec`` says (seeds the adapters' A)."""
-    model = copy.deepcopy(parent)
+    model = copy.deepcopy(parent).to(DEVICE)
     seed_everything(spec["seed"])
     if spec["method"] == "qlora":
         quantize_model(model, double_quant=True)
@@ -161,7 +169,8 @@ def evaluate(model, tokenizer, splits) -> dict[str, float]:
 
 #: The splits each group is measured on: held-out always; unknown people only in
 #: ``main`` (no run here learns to refuse); the short ``live`` run held-out only.
-GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"), "pretrain": ("heldout", "seen")}
+GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"), "pretrain": ("heldout", "seen"),
+                "long": ("heldout", "seen")}
 
 
 def run(spec: dict, parent, tokenizer, splits, time_steps: bool = True) -> dict:
@@ -221,7 +230,11 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, default=OUT)
     parser.add_argument("--summary", action="store_true")
+    parser.add_argument("--device", default="cpu",
+                        help="cpu (the book's numbers) or cuda (sweeps; not bit-identical)")
     args = parser.parse_args(argv)
+    global DEVICE
+    DEVICE = args.device
     if args.summary:
         summary(args.out)
         return 0
@@ -241,6 +254,7 @@ def main(argv=None) -> int:
         names = GROUP_SPLITS.get(group, ("heldout",))
         row = run(spec, parent, tokenizer, {n: splits[n] for n in names},
                   time_steps=group != "live")
+        row["device"] = args.device
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")
         print({k: (round(v, 4) if isinstance(v, float) else v) for k, v in row.items()

@@ -231,8 +231,10 @@ def sample_groups(model, tokenizer, problems: list[dict], config: GRPOConfig,
     model.train(was_training)
     texts, finished = zip(*(decode_completion(c, tokenizer) for c in completions))
     rewards = {k: torch.tensor(v) for k, v in score(texts, truths, finished).items()}
-    batch = join(prompts, completions, tokenizer.special_tokens["<|pad|>"])
-    return {**batch, **rewards, "texts": list(texts), "lengths": torch.tensor([len(c) for c in completions])}
+    batch = {**join(prompts, completions, tokenizer.special_tokens["<|pad|>"]), **rewards,
+             "lengths": torch.tensor([len(c) for c in completions])}
+    device = next(model.parameters()).device
+    return {**{k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}, "texts": list(texts)}
 
 
 # ----------------------------------------------------------------- the loop
@@ -260,7 +262,8 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: list[dict], config: 
     if missing:
         raise ValueError(f"problems need the keys 'question' and 'answer'; missing {missing}")
     rng = random.Random(config.seed)
-    generator = torch.Generator().manual_seed(config.seed)
+    # The sampler's generator lives where the model does (a CPU generator cannot drive CUDA draws).
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(config.seed)
     torch.manual_seed(config.seed)
     resuming = checkpoint_path is not None and Path(checkpoint_path).exists()
     if not config.beta:
@@ -335,7 +338,7 @@ def evaluate(model, tokenizer, problems: list[dict], temperature: float = 0.0, s
 
     Returns one row per problem: question, template, answer, completion,
     format, accuracy (floats in {0, 1})."""
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator(next(model.parameters()).device).manual_seed(seed)
     end = tokenizer.special_tokens[END]
     was_training = model.training
     model.eval()
