@@ -49,7 +49,7 @@ import torch
 from minillm.chat import encode_chat
 from minillm.checkpoint import load_training_state, save_training_state
 from minillm.generate import generate
-from minillm.loss import IGNORE_INDEX
+from minillm.loss import IGNORE_INDEX, token_losses
 from minillm.rewards import TAGS, score
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
@@ -208,12 +208,14 @@ def join(prompts: list[list[int]], completions: list[list[int]], pad_id: int) ->
 def completion_log_probs(model: torch.nn.Module, batch: dict) -> torch.Tensor:
     """log pi(o_t | prompt, o_<t) of every completion token: [N, C] (0 on padding).
 
-    One forward: entry t of the per-position losses scores token t + 1, so the
-    completion's log-probs sit at positions Tp - 1 ... Tp + C - 2."""
-    _, losses = model(batch["input_ids"], labels=batch["labels"], attention_mask=batch["attention_mask"],
-                      position_ids=batch["position_ids"], reduction="none")
+    One forward. The logits at position t score token t + 1, so the
+    completion's tokens are scored at positions Tp - 1 ... Tp + C - 2: only the
+    last C + 1 positions go through the LM head (the widest matrix product of
+    a small model; the prompt's positions would be wasted on it)."""
     tp = batch["prompt_length"]
-    return -losses[:, tp - 1:-1]
+    logits = model(batch["input_ids"], attention_mask=batch["attention_mask"],
+                   position_ids=batch["position_ids"], logits_to_keep=batch["input_ids"].shape[1] - tp + 1)
+    return -token_losses(logits, batch["labels"][:, tp - 1:])[:, :-1]
 
 
 def sample_groups(model, tokenizer, problems: list[dict], config: GRPOConfig,
@@ -291,11 +293,12 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: list[dict], config: 
                                            config.std_eps)
         mask = batch["completion_mask"]
         with torch.no_grad():
-            old = completion_log_probs(model, batch)
             ref = completion_log_probs(reference, batch) if reference is not None else None
-        stats = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}
+        stats, old = {"loss": 0.0, "kl": 0.0, "clip_fraction": 0.0}, None
         for _ in range(config.updates_per_batch):
             logp = completion_log_probs(model, batch)
+            if old is None:  # before the first update the policy is pi_old: no second forward
+                old = logp.detach()
             loss, info = grpo_loss(logp, old, advantages, mask, ref, beta=config.beta,
                                    epsilon=config.epsilon, loss_type=config.loss_type,
                                    max_completion_length=config.max_new_tokens)
