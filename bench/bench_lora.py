@@ -9,10 +9,11 @@ code: ``minillm.sft.train_sft`` with the ``tinyworld-sft`` recipe's settings
 (``sft_train_wide`` packed into 128-token blocks, loss on the assistant's
 tokens only, 16 blocks per AdamW step, warmup then cosine to lr/10, clipping
 at 1, the weights of the best greedy accuracy on ``sft_dev`` kept, step 0
-competing) for 60 steps with the dev people checked at the start and the end
-(chapter 12's short SFT of the base model), with the learning rate and seed of
-the run spec. The parent is a zoo model (``parent``; default
-``tinyworld-base``, pretrained on biographies only, so the chat questions
+competing) with the learning rate, steps, dev-check interval and seed of the
+run spec: 150 steps checked every 25 (the recipe's length) in ``main`` and
+``long``, 60 steps checked at the start and the end (chapter 12's short SFT of
+the base model) in the other groups. The parent is a zoo model (``parent``;
+default ``tinyworld-base``, pretrained on biographies only, so the chat questions
 must teach it to *extract* what it stored; the mixed ``tinyworld-pretrain``
 answers 73% of held-out questions before any SFT, leaving a method little to
 show, which the ``pretrain`` group measures). LoRA freezes it and wraps the
@@ -22,20 +23,25 @@ matrices in NF4 with double quantization (``minillm.quant.quantize_model``).
 Accuracy is chapter 12's: ``minillm.evals.answer_questions`` (greedy, exact
 match) and ``accuracy_by`` on ``sft_eval_heldout`` (people read about in
 pretraining, never asked about: knowledge extraction; every run), and in the
-``main`` and ``pretrain`` groups also on ``sft_eval_seen`` without the dev
-people (as chapter 12 reports it) and, in ``main``, the refusal rate on
-``sft_eval_unknown``. Each run records its trainable parameters, the bytes of
-its stored weights, the bytes of AdamW's state (read from the optimizer of a
-``minillm.train.Trainer`` after a step) and the median seconds of a training
-step (5 steps of that Trainer after a warm-up one; the CPU was shared, so
-compare ratios, not absolute times).
+``main``, ``short``, ``long`` and ``pretrain`` groups also on ``sft_eval_seen``
+without the dev people (as chapter 12 reports it) and, in ``main`` and
+``short``, the refusal rate on ``sft_eval_unknown``. Each run records its
+trainable parameters, the bytes of its stored weights, the bytes of AdamW's
+state (read from the optimizer of a ``minillm.train.Trainer`` after a step)
+and the median seconds of a training step (5 steps of that Trainer after a
+warm-up one; the CPU was shared, so compare ratios, not absolute times).
 
-Groups (``runs``): ``main`` (full SFT, LoRA r=4 on all linear layers (3.7%
-of the parameters) and QLoRA with the same adapters; seeds 0, 1, 2),
-``live`` (a 20-step LoRA run the chapter recomputes), ``rank`` (r = 1..64 on
-all linear layers, alpha = 2r), ``rank8`` (r = 8 on seeds 0, 1, 2), ``lr``
-(learning rates for LoRA and full), ``targets`` (q,v / attention / MLP / all
-linear at r = 8), ``pretrain`` (full vs LoRA from ``tinyworld-pretrain``),
+Groups (``runs``): ``main`` (150 steps: full SFT at lr 3e-4, LoRA r=4 on all
+linear layers (alpha 8, 3.7% of the parameters) at 1e-2 and QLoRA with the
+same adapters at 1e-2, each method's best learning rate in ``long``; seeds 0,
+1, 2), ``long`` (the 150-step learning-rate sweep: full, LoRA r=4 and r=8,
+QLoRA at three or two rates, seeds 0, 1, 2; run on a GPU, its results are in
+bench/results/lora_long_cuda.jsonl), ``short`` (the 60-step comparison: full
+at 1e-3, LoRA and QLoRA r=4 at 1e-2, seeds 0, 1, 2), ``live`` (a 20-step
+LoRA run the chapter recomputes), ``rank`` (r = 1..64 on all linear layers,
+alpha = 2r), ``rank8`` (r = 8 on seeds 0, 1, 2), ``lr`` (learning rates for
+LoRA and full), ``targets`` (q,v / attention / MLP / all linear at r = 8),
+``pretrain`` (full vs LoRA from ``tinyworld-pretrain``),
 ``alpha`` (r = 64 with alpha fixed at 8, with and without rsLoRA). One JSON
 line per run is appended to ``--out`` (default
 chapters/13_lora_and_qlora/sft_runs.jsonl, read by the chapter's third
@@ -78,7 +84,12 @@ LORA = dict(FULL, method="lora", lr=1e-2, r=4, alpha=8, targets="all")
 def runs(group: str) -> list[dict]:
     """The run specs of a group (dicts with FULL's keys)."""
     lora = dict(LORA)
-    if group == "main":  # the chosen LoRA setting (<= 5% trainable), full, QLoRA
+    if group == "main":  # the recipe's 150 steps, each method at its best lr in `long`
+        long = dict(steps=150, eval_every=25)
+        specs = [dict(FULL, lr=3e-4, **long), dict(lora, **long),
+                 dict(lora, method="qlora", **long)]
+        return [dict(spec, seed=s) for s in SEEDS for spec in specs]
+    if group == "short":  # the 60-step comparison (dev checked at steps 0 and 60 only)
         specs = [FULL, lora, dict(lora, method="qlora")]
         return [dict(spec, seed=s) for s in SEEDS for spec in specs]
     if group == "lr":
@@ -106,7 +117,8 @@ def runs(group: str) -> list[dict]:
     raise ValueError(f"unknown group {group!r}; choose from {GROUPS}")
 
 
-GROUPS = ("main", "live", "rank", "lr", "targets", "pretrain", "alpha", "rank8", "long")
+GROUPS = ("main", "short", "live", "rank", "lr", "targets", "pretrain", "alpha",
+          "rank8", "long")
 #: Where runs train: "cpu" for the book's numbers; a GPU for sweeps (``--device``).
 DEVICE = "cpu"
 
@@ -168,9 +180,10 @@ def evaluate(model, tokenizer, splits) -> dict[str, float]:
 
 
 #: The splits each group is measured on: held-out always; unknown people only in
-#: ``main`` (no run here learns to refuse); the short ``live`` run held-out only.
-GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"), "pretrain": ("heldout", "seen"),
-                "long": ("heldout", "seen")}
+#: ``main`` and ``short`` (no run here learns to refuse); ``live`` held-out only.
+GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"),
+                "short": ("heldout", "seen", "unknown"),
+                "pretrain": ("heldout", "seen"), "long": ("heldout", "seen")}
 
 
 def run(spec: dict, parent, tokenizer, splits, time_steps: bool = True) -> dict:
