@@ -180,7 +180,7 @@ TINYWORLD_DPO = register(Recipe(**dpo.RECIPE))
 
 
 # Chapter 15's settings (measured on 2 busy CPU cores; see the chapter).
-COLD_STEPS, GRPO_STEPS, GRPO_P, GRPO_LR, GRPO_HIGH_LR = 300, 40, 8, 3e-5, 1e-3
+COLD_STEPS, GRPO_STEPS, GRPO_P, GRPO_LR, GRPO_HIGH_LR = 300, 100, 8, 1e-5, 1e-3
 
 #: Chapter 15's cold start: SFT of the base model on worked addition traces
 #: (loss on the trace and <|end|> only). Deliberately short: it teaches the
