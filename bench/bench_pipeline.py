@@ -10,9 +10,11 @@ then reads each stage's ``recipe.json`` (training seconds) and ``evals.json``
 same recipes (``data/zoo/<name>-<key>/evals.json``). Prints one table and
 writes it as JSON to ``bench/results/pipeline.json``.
 
-Tolerances: one-thread CPU training is deterministic on one machine, so a
-rerun there gives the shipped numbers exactly; another CPU's float kernels
-round differently, and a few greedy answers flip. The bench reports the
+Tolerances: the command trains on every core by default (``--threads``),
+the shipped models were built on one thread; more threads may add sums up in
+another order, round the weights differently and flip a few greedy answers,
+and another CPU's float kernels may too. (On the 2-core machine that built
+them, 2 threads gave the shipped weights bit for bit.) The bench reports the
 largest difference and flags any beyond ``TOLERANCE`` (3 points of accuracy
 or refusal, 0.05 of perplexity). The budget: the whole command in at most 10
 minutes on 2 CPU cores.

@@ -71,6 +71,8 @@ def test_the_size_dial_scales_the_pretrained_model_only():
     (["--ship"], "--ship needs recipe names"),
     (["--device", "tpu"], "unknown --device"),
     (["no-such-recipe"], "unknown recipe"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["tinyworld-base", "--threads", "2"], "recipe names build the cache on one thread"),
 ])
 def test_bad_options_get_a_clear_error(argv, message, capsys, tmp_path):
     with pytest.raises(SystemExit) as exit_:
@@ -165,3 +167,21 @@ def test_shipped_report_card_metrics_are_checksummed(micro, tmp_path, monkeypatc
     (shipped / "evals.json").write_text("{}")
     with pytest.raises(ValueError, match="does not match its checksum"):
         cache_module.shipped_folder(shipped.name)
+
+
+def test_training_threads_set_the_stages_threads_and_restore_them():
+    import torch
+
+    from minillm.train import one_thread_on_cpu, training_threads
+
+    before = torch.get_num_threads()
+    with one_thread_on_cpu("cpu"):
+        assert torch.get_num_threads() == 1  # the default: the cache's models
+    with training_threads(2), one_thread_on_cpu("cpu"):
+        assert torch.get_num_threads() == 2
+    with one_thread_on_cpu("cpu"):
+        assert torch.get_num_threads() == 1  # the block ended: back to one
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="positive integer"):
+        with training_threads(0):
+            pass
