@@ -2,11 +2,17 @@
 
     python bench/device_sweep.py OUT_DIR SECONDS
 
+The GRPO sweep of ``bench/results/grpo_sweep_cuda.jsonl`` (H200, 2026-11-30) is
+``JOBS`` as it stands; the LoRA sweep of ``lora_long_cuda.jsonl`` was the same
+runner with ``bench_lora.py --device cuda --only long --seeds S --methods M``
+jobs (seeds 0-2 x full/lora/qlora).
+
 Each job is one bench command line (``JOBS``); ``WORKERS`` run at a time, each
 with one CPU thread, all on ``cuda``; results go to OUT_DIR/grpo.jsonl and
 OUT_DIR/lora.jsonl, logs to OUT_DIR/log.txt. Jobs still running after
 SECONDS are killed (what they wrote so far stays).
 """
+import os
 import subprocess
 import sys
 import time
@@ -46,9 +52,7 @@ def jobs(out: Path) -> list[list[str]]:
 def main() -> int:
     out, seconds = Path(sys.argv[1]), float(sys.argv[2])
     out.mkdir(parents=True, exist_ok=True)
-    env = {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PATH": "/usr/bin:/bin"}
-    import os
-    env = {**os.environ, **env}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
     queue, running, start = jobs(out), [], time.time()
     log = open(out / "log.txt", "w")
     while (queue or running) and time.time() - start < seconds:
