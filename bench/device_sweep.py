@@ -3,11 +3,11 @@
     python bench/device_sweep.py OUT_DIR SECONDS
 
 The GRPO sweep of ``bench/results/grpo_sweep_cuda.jsonl`` (H200, 2026-11-30) is
-``JOBS`` as it stands; the LoRA sweep of ``lora_long_cuda.jsonl`` was the same
+``jobs()`` as it stands; the LoRA sweep of ``lora_long_cuda.jsonl`` was the same
 runner with ``bench_lora.py --device cuda --only long --seeds S --methods M``
 jobs (seeds 0-2 x full/lora/qlora).
 
-Each job is one bench command line (``JOBS``); ``WORKERS`` run at a time, each
+Each job is one bench command line (``jobs()``); ``WORKERS`` run at a time, each
 with one CPU thread, all on ``cuda``; results go to OUT_DIR/grpo.jsonl and
 OUT_DIR/lora.jsonl, logs to OUT_DIR/log.txt. Jobs still running after
 SECONDS are killed (what they wrote so far stays).
