@@ -18,8 +18,9 @@ reference log-probs precomputed once) and then measures, greedily:
 
 Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
 line per run (a rerun replaces the line of the same name); experiments the
-notebook does not read (``--group names`` / ``names_dev``: unknown-people pairs
-about 480 invented names, and the SFT dev people answering) go to ``bench/results/dpo_experiments.jsonl``. One run took
+notebook does not read (``--group names`` / ``names_dev`` / ``names_heldout_half``:
+unknown-people pairs about 480 invented names, and the SFT dev people or half of
+the held-out people answering) go to ``bench/results/dpo_experiments.jsonl``. One run took
 3.4-9 minutes of training on one thread of a busy 2-core machine (all ten
 runs, with evaluation, about 80 minutes).
 """
@@ -73,7 +74,20 @@ GROUPS = {
     # SFT) on the answering side: every "wide" phrasing, true answer over a refusal.
     "names_dev": [variant("sft-dpo-names480x2-dev", SFT_THEN_DPO, unknown_names=480, per_name=2,
                           dev_known=True)],
+    # ... and instead half of the held-out people (40, read about in pretraining, never
+    # asked about in SFT) on the answering side; the other 40 stay untouched, and the
+    # evaluation reports the two halves apart: does "known from biographies only ->
+    # answer" carry over to people never asked about anywhere?
+    "names_heldout_half": [variant("sft-dpo-names480x2-heldout40", SFT_THEN_DPO,
+                                   unknown_names=480, per_name=2, heldout_known=40)],
 }
+
+
+def heldout_trained(spec: dict) -> set[str]:
+    """The held-out people a spec puts on the answering side (the first
+    ``heldout_known`` by name), or none."""
+    people = sorted({r["person"] for r in tinyworld.load("sft_eval_heldout")})
+    return set(people[:spec.get("heldout_known", 0)])
 
 
 def training_records(spec: dict) -> list[dict]:
@@ -93,9 +107,10 @@ def training_records(spec: dict) -> list[dict]:
                for p in invented_unknowns(spec["unknown_names"])
                for a in rng.sample(ATTRIBUTES, spec["per_name"])]
     records = [r for r in records if r["kind"] != "unknown"] + unknown
-    if spec.get("dev_known"):
-        dev = {r["person"] for r in tinyworld.load("sft_dev")}
-        people = [p for p in world.people if p.name in dev]
+    if spec.get("dev_known") or spec.get("heldout_known"):
+        known = heldout_trained(spec) if spec.get("heldout_known") else {
+            r["person"] for r in tinyworld.load("sft_dev")}
+        people = [p for p in world.people if p.name in known]
         records += [dict(tasks.dpo_pair(world, p, a, t, rng), chosen=tasks.canonical_sentence(p, a),
                          rejected=tasks.refusal(p.name), kind="known_refusal")
                     for p in people for a in ATTRIBUTES
@@ -165,7 +180,10 @@ def first_token_refusal(model, tokenizer, records) -> torch.Tensor:
     return torch.cat(out)
 
 
-def evaluate(model, tokenizer) -> dict:
+def evaluate(model, tokenizer, trained: set[str] = frozenset()) -> dict:
+    """Refusals and accuracy on chapter 12's splits; with ``trained`` (held-out
+    people a run answered about in training), the held-out split also apart:
+    ``heldout_trained_*`` and ``heldout_untouched_*``."""
     out, examples, p_first = {}, {}, {}
     for split in ("sft_eval_unknown", "sft_eval_heldout", "sft_eval_seen"):
         records = tinyworld.load(split)
@@ -173,6 +191,11 @@ def evaluate(model, tokenizer) -> dict:
         short = split.removeprefix("sft_eval_")
         out[f"{short}_refusal"] = refusal_rate(rows)
         out[f"{short}_accuracy"] = accuracy_by(rows)
+        if short == "heldout" and trained:
+            for part, keep in (("trained", True), ("untouched", False)):
+                mine = [r for r in rows if (r["person"] in trained) == keep]
+                out[f"heldout_{part}_refusal"] = refusal_rate(mine)
+                out[f"heldout_{part}_accuracy"] = accuracy_by(mine)
         examples[short] = [r["reply"] for r in rows[:3]]
         p_first[short] = first_token_refusal(model, tokenizer, records)
         out[f"{short}_p_refuse"] = p_first[short].mean().item()
@@ -209,7 +232,8 @@ def run(spec: dict, track_every: int = 10) -> dict:
     save_model(model, CACHE / "models" / f"{spec['name']}.safetensors")
     keep = ("step", "phase", "loss", "dpo_loss", "sft_loss", "reward_margin",
             "reward_accuracy", "chosen_logp", "rejected_logp")
-    return {**spec, "train_seconds": round(seconds, 1), **evaluate(model, tokenizer),
+    return {**spec, "train_seconds": round(seconds, 1),
+            **evaluate(model, tokenizer, heldout_trained(spec)),
             "after_sft": track.after_sft, "track": track.rows,
             "history": [{k: v for k, v in r.items() if k in keep} for r in history]}
 
