@@ -18,9 +18,10 @@ reference log-probs precomputed once) and then measures, greedily:
 
 Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
 line per run (a rerun replaces the line of the same name); experiments the
-notebook does not read (``--group names`` / ``names_dev`` / ``names_heldout_half``:
-unknown-people pairs about 480 invented names, and the SFT dev people or half of
-the held-out people answering) go to ``bench/results/dpo_experiments.jsonl``. One run took
+notebook does not read (``--group names`` / ``names_dev`` / ``names_heldout_half`` /
+``self_knowledge``: unknown-people pairs about 480 invented names, and the SFT dev
+people or half of the held-out people answering, or the known-people pairs rebuilt
+from the SFT model's own right and wrong answers) go to ``bench/results/dpo_experiments.jsonl``. One run took
 3.4-9 minutes of training on one thread of a busy 2-core machine (all ten
 runs, with evaluation, about 80 minutes).
 """
@@ -80,7 +81,43 @@ GROUPS = {
     # answer" carry over to people never asked about anywhere?
     "names_heldout_half": [variant("sft-dpo-names480x2-heldout40", SFT_THEN_DPO,
                                    unknown_names=480, per_name=2, heldout_known=40)],
+    # Refusal data from the model's own knowledge (R-Tuning, Zhang et al. 2023): each
+    # known-people question of dpo_train is put to the SFT model; where its greedy answer
+    # is right, the true answer beats a refusal; where it is wrong, a refusal beats the
+    # model's own wrong answer. "Was asked about in training" then no longer separates
+    # the two sides: only what the model knows does.
+    # ... and with half of the held-out people among the questions (the model gets more
+    # of theirs wrong), the other half evaluated apart.
+    "self_knowledge": [variant("sft-dpo-names480x2-self", SFT_THEN_DPO, unknown_names=480,
+                               per_name=2, self_knowledge=True),
+                       variant("sft-dpo-names480x2-self-heldout40", SFT_THEN_DPO,
+                               unknown_names=480, per_name=2, self_knowledge=True,
+                               heldout_known=40)],
 }
+
+
+def self_knowledge_pairs(records: list[dict], model, tokenizer) -> list[dict]:
+    """The known-people pairs of ``records`` rebuilt from ``model``'s own greedy
+    answers: right -> (true answer > refusal), wrong -> (refusal > its answer)."""
+    from minillm.tinyworld import tasks
+    from minillm.tinyworld.world import generate_world
+
+    facts = {p.name: p for p in generate_world().people}
+    known = [r for r in records if r["kind"] != "unknown"]
+    questions = [{"messages": r["prompt"] + [{"role": "assistant", "content": ""}],
+                  "answer": facts[r["person"]].fact(r["attribute"])} for r in known]
+    rows = answer_questions(model, tokenizer, questions)
+    out = []
+    for r, row in zip(known, rows):
+        person = facts[r["person"]]
+        right = tasks.canonical_sentence(person, r["attribute"])
+        if row["correct"]:
+            out.append({**r, "chosen": right, "rejected": tasks.refusal(person.name),
+                        "kind": "known_refusal"})
+        elif row["reply"].strip() and not row["refused"]:  # a wrong answer to prefer less
+            out.append({**r, "chosen": tasks.refusal(person.name), "rejected": row["reply"],
+                        "kind": "self_unknown"})
+    return [r for r in records if r["kind"] == "unknown"] + out
 
 
 def heldout_trained(spec: dict) -> set[str]:
@@ -180,7 +217,8 @@ def first_token_refusal(model, tokenizer, records) -> torch.Tensor:
     return torch.cat(out)
 
 
-def evaluate(model, tokenizer, trained: set[str] = frozenset()) -> dict:
+def evaluate(model, tokenizer, trained: set[str] = frozenset(),
+             sft_correct: dict | None = None) -> dict:
     """Refusals and accuracy on chapter 12's splits; with ``trained`` (held-out
     people a run answered about in training), the held-out split also apart:
     ``heldout_trained_*`` and ``heldout_untouched_*``."""
@@ -191,6 +229,11 @@ def evaluate(model, tokenizer, trained: set[str] = frozenset()) -> dict:
         short = split.removeprefix("sft_eval_")
         out[f"{short}_refusal"] = refusal_rate(rows)
         out[f"{short}_accuracy"] = accuracy_by(rows)
+        if short == "heldout" and sft_correct:  # refusals where the SFT model was right / wrong
+            for part, keep in (("sft_right", True), ("sft_wrong", False)):
+                mine = [r for r in rows if sft_correct[r["id"]] == keep]
+                out[f"heldout_{part}_refusal"] = refusal_rate(mine)
+                out[f"heldout_{part}_accuracy"] = accuracy_by(mine)
         if short == "heldout" and trained:
             for part, keep in (("trained", True), ("untouched", False)):
                 mine = [r for r in rows if (r["person"] in trained) == keep]
@@ -209,6 +252,13 @@ def run(spec: dict, track_every: int = 10) -> dict:
     model, tokenizer = zoo.load("tinyworld-sft")
     pairs = data(tokenizer)
     records = training_records(spec)
+    sft_heldout = None
+    if spec.get("self_knowledge"):
+        records = self_knowledge_pairs(records, model, tokenizer)
+        kinds = [r["kind"] for r in records]
+        print({k: kinds.count(k) for k in sorted(set(kinds))}, flush=True)
+        sft_heldout = {r["id"]: r["correct"] for r in answer_questions(
+            model, tokenizer, tinyworld.load("sft_eval_heldout"))}
     if spec.get("unknown_names"):
         pairs = {**pairs, "train": dpo.encode_pairs(records, tokenizer)}
     torch.manual_seed(spec["seed"])
@@ -233,7 +283,7 @@ def run(spec: dict, track_every: int = 10) -> dict:
     keep = ("step", "phase", "loss", "dpo_loss", "sft_loss", "reward_margin",
             "reward_accuracy", "chosen_logp", "rejected_logp")
     return {**spec, "train_seconds": round(seconds, 1),
-            **evaluate(model, tokenizer, heldout_trained(spec)),
+            **evaluate(model, tokenizer, heldout_trained(spec), sft_heldout),
             "after_sft": track.after_sft, "track": track.rows,
             "history": [{k: v for k, v in r.items() if k in keep} for r in history]}
 
