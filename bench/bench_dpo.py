@@ -221,7 +221,9 @@ def evaluate(model, tokenizer, trained: set[str] = frozenset(),
              sft_correct: dict | None = None) -> dict:
     """Refusals and accuracy on chapter 12's splits; with ``trained`` (held-out
     people a run answered about in training), the held-out split also apart:
-    ``heldout_trained_*`` and ``heldout_untouched_*``."""
+    ``heldout_trained_*`` and ``heldout_untouched_*``; with ``sft_correct``
+    ({question id: the SFT model answered it right}), ``heldout_sft_right_*``
+    and ``heldout_sft_wrong_*``."""
     out, examples, p_first = {}, {}, {}
     for split in ("sft_eval_unknown", "sft_eval_heldout", "sft_eval_seen"):
         records = tinyworld.load(split)
@@ -229,16 +231,17 @@ def evaluate(model, tokenizer, trained: set[str] = frozenset(),
         short = split.removeprefix("sft_eval_")
         out[f"{short}_refusal"] = refusal_rate(rows)
         out[f"{short}_accuracy"] = accuracy_by(rows)
-        if short == "heldout" and sft_correct:  # refusals where the SFT model was right / wrong
-            for part, keep in (("sft_right", True), ("sft_wrong", False)):
-                mine = [r for r in rows if sft_correct[r["id"]] == keep]
-                out[f"heldout_{part}_refusal"] = refusal_rate(mine)
-                out[f"heldout_{part}_accuracy"] = accuracy_by(mine)
-        if short == "heldout" and trained:
-            for part, keep in (("trained", True), ("untouched", False)):
-                mine = [r for r in rows if (r["person"] in trained) == keep]
-                out[f"heldout_{part}_refusal"] = refusal_rate(mine)
-                out[f"heldout_{part}_accuracy"] = accuracy_by(mine)
+        if short == "heldout":  # the held-out split in halves, where a run asks for them
+            halves = []
+            if sft_correct:  # where the SFT model was right / wrong
+                halves.append((("sft_right", "sft_wrong"), lambda r: sft_correct[r["id"]]))
+            if trained:
+                halves.append((("trained", "untouched"), lambda r: r["person"] in trained))
+            for names, inside in halves:
+                for part, keep in zip(names, (True, False)):
+                    mine = [r for r in rows if inside(r) == keep]
+                    out[f"heldout_{part}_refusal"] = refusal_rate(mine)
+                    out[f"heldout_{part}_accuracy"] = accuracy_by(mine)
         examples[short] = [r["reply"] for r in rows[:3]]
         p_first[short] = first_token_refusal(model, tokenizer, records)
         out[f"{short}_p_refuse"] = p_first[short].mean().item()

@@ -79,15 +79,16 @@ SEEDS = (0, 1, 2)
 FULL = dict(method="full", lr=1e-3, r=0, alpha=0, rslora=False, targets="-",
             parent="tinyworld-base", steps=60, eval_every=60, seed=0)
 LORA = dict(FULL, method="lora", lr=1e-2, r=4, alpha=8, targets="all")
+#: Chapter 12's SFT length: 150 steps, the dev people checked every 25.
+RECIPE_LENGTH = dict(steps=150, eval_every=25)
 
 
 def runs(group: str) -> list[dict]:
     """The run specs of a group (dicts with FULL's keys)."""
     lora = dict(LORA)
     if group == "main":  # the recipe's 150 steps, each method at its best lr in `long`
-        long = dict(steps=150, eval_every=25)
-        specs = [dict(FULL, lr=3e-4, **long), dict(lora, **long),
-                 dict(lora, method="qlora", **long)]
+        specs = [dict(FULL, lr=3e-4, **RECIPE_LENGTH), dict(lora, **RECIPE_LENGTH),
+                 dict(lora, method="qlora", **RECIPE_LENGTH)]
         return [dict(spec, seed=s) for s in SEEDS for spec in specs]
     if group == "short":  # the 60-step comparison (dev checked at steps 0 and 60 only)
         specs = [FULL, lora, dict(lora, method="qlora")]
@@ -103,9 +104,8 @@ def runs(group: str) -> list[dict]:
         return [dict(lora, r=8, alpha=16, targets=t) for t in ("qv", "attn", "mlp", "all")]
     if group == "alpha":  # r = 64, alpha fixed at 8: scale 8/64, or 8/sqrt(64) (rsLoRA)
         return [dict(lora, r=64, alpha=8), dict(lora, r=64, alpha=8, rslora=True)]
-    if group == "long":  # 150 steps with the dev people checked every 25 (chapter 12's SFT length)
-        long = dict(steps=150, eval_every=25)
-        return [dict(spec, seed=s, **long, lr=lr) for s in SEEDS for spec, lrs in (
+    if group == "long":  # the learning-rate sweep at the recipe's length
+        return [dict(spec, seed=s, **RECIPE_LENGTH, lr=lr) for s in SEEDS for spec, lrs in (
             (FULL, (1e-4, 3e-4, 1e-3)), (lora, (1e-3, 3e-3, 1e-2)),
             (dict(lora, r=8, alpha=16), (1e-3, 3e-3, 1e-2)),
             (dict(lora, method="qlora"), (3e-3, 1e-2))) for lr in lrs]
@@ -119,8 +119,6 @@ def runs(group: str) -> list[dict]:
 
 GROUPS = ("main", "short", "live", "rank", "lr", "targets", "pretrain", "alpha",
           "rank8", "long")
-#: Where runs train: "cpu" for the book's numbers; a GPU for sweeps (``--device``).
-DEVICE = "cpu"
 
 
 def key(spec: dict) -> str:
@@ -128,9 +126,9 @@ def key(spec: dict) -> str:
     return json.dumps({k: spec[k] for k in FULL}, sort_keys=True)
 
 
-def build(parent: torch.nn.Module, spec: dict) -> torch.nn.Module:
+def build(parent: torch.nn.Module, spec: dict, device: str = "cpu") -> torch.nn.Module:
     """A copy of ``parent`` ready to fine-tune as ``spec`` says (seeds the adapters' A)."""
-    model = copy.deepcopy(parent).to(DEVICE)
+    model = copy.deepcopy(parent).to(device)
     seed_everything(spec["seed"])
     if spec["method"] == "qlora":
         quantize_model(model, double_quant=True)
@@ -186,9 +184,10 @@ GROUP_SPLITS = {"main": ("heldout", "seen", "unknown"),
                 "pretrain": ("heldout", "seen"), "long": ("heldout", "seen")}
 
 
-def run(spec: dict, parent, tokenizer, splits, time_steps: bool = True) -> dict:
+def run(spec: dict, parent, tokenizer, splits, time_steps: bool = True,
+        device: str = "cpu") -> dict:
     """Fine-tune ``parent`` as ``spec`` says with chapter 12's ``train_sft``; its row."""
-    model = build(parent, spec)
+    model = build(parent, spec, device)
     config = train_config(spec)
     trainable, total = count_trainable(model)
     row = {"key": key(spec), **spec, "trainable": trainable, "total": total,
@@ -246,8 +245,6 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu",
                         help="cpu (the book's numbers) or cuda (sweeps; not bit-identical)")
     args = parser.parse_args(argv)
-    global DEVICE
-    DEVICE = args.device
     if args.summary:
         summary(args.out)
         return 0
@@ -266,7 +263,7 @@ def main(argv=None) -> int:
         parent, tokenizer = parents[spec["parent"]]
         names = GROUP_SPLITS.get(group, ("heldout",))
         row = run(spec, parent, tokenizer, {n: splits[n] for n in names},
-                  time_steps=group != "live")
+                  time_steps=group != "live", device=args.device)
         row["device"] = args.device
         with open(args.out, "a") as f:
             f.write(json.dumps(row) + "\n")

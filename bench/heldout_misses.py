@@ -33,11 +33,12 @@ def main(argv=None) -> int:
         people[row["person"]].append(row["correct"])
     shares = collections.Counter(f"{sum(v)}/{len(v)}" for v in people.values())
     print("people by questions right:", dict(sorted(shares.items())))
-    by_length = collections.defaultdict(list)
+    by_length = collections.defaultdict(list)  # name length in tokens -> people's answers
     for person, right in people.items():
-        by_length[len(tokenizer.encode(" " + person))].extend(right)
-    for length, right in sorted(by_length.items()):
-        print(f"  names of {length} tokens: {len(right) // 6:3d} people, "
+        by_length[len(tokenizer.encode(" " + person))].append(right)
+    for length, answers in sorted(by_length.items()):
+        right = [ok for person in answers for ok in person]
+        print(f"  names of {length} tokens: {len(answers):3d} people, "
               f"accuracy {sum(right) / len(right):.1%}")
     return 0
 

@@ -96,7 +96,7 @@ def main(argv=None) -> int:
            "pretrain_heldout": heldout(pre_folder, tokenizer, held, args.device),
            "sft_heldout": accuracy_by(answer_questions(model, tokenizer, held)),
            "sft_seen": accuracy_by(answer_questions(model, tokenizer, seen)),
-           "sft_facts": json.loads((sft_folder / "recipe.json").read_text()).get("chosen_step")}
+           "sft_chosen_step": json.loads((sft_folder / "recipe.json").read_text())["chosen_step"]}
     with open(args.out, "a") as f:
         f.write(json.dumps(row) + "\n")
     print(row, flush=True)
