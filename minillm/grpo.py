@@ -50,7 +50,7 @@ from minillm.chat import encode_chat
 from minillm.checkpoint import load_training_state, save_training_state
 from minillm.generate import generate
 from minillm.loss import IGNORE_INDEX, token_losses
-from minillm.rewards import TAGS, score
+from minillm.rewards import TAGS, chain_terms, score
 
 LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
 END = "<|end|>"
@@ -62,7 +62,10 @@ class GRPOConfig:
     prompts x ``group_size`` samples; ``beta`` weighs the KL penalty (0: no
     reference model, as in trl's default); ``epsilon``: the clip range;
     ``scale_rewards``: divide by the group's std (False: Dr. GRPO's plain
-    r - mean); ``std_eps``: the eps added to the std (trl: 1e-4)."""
+    r - mean); ``std_eps``: the eps added to the std (trl: 1e-4);
+    ``step_weight``: the weight of the process reward (``rewards.step_reward``,
+    the share of the chain's additions right before the first mistake) in the
+    total reward (0: format + accuracy only, R1-Zero's rewards)."""
 
     steps: int = 150
     prompts_per_step: int = 8
@@ -79,6 +82,7 @@ class GRPOConfig:
     grad_clip: float | None = 1.0
     seed: int = 0
     checkpoint_every: int = 25
+    step_weight: float = 0.0
 
     def __post_init__(self):
         if self.loss_type not in LOSS_TYPES:
@@ -89,6 +93,8 @@ class GRPOConfig:
         if not isinstance(self.group_size, int) or self.group_size < 2:
             raise ValueError(f"group_size must be an integer >= 2 (a group of one has no "
                              f"baseline), got {self.group_size!r}")
+        if not self.step_weight >= 0:
+            raise ValueError(f"step_weight must be >= 0, got {self.step_weight!r}")
         if not (self.lr > 0 and self.beta >= 0 and 0 < self.epsilon < 1 and self.temperature > 0):
             raise ValueError(f"need lr > 0, beta >= 0, 0 < epsilon < 1, temperature > 0; got lr={self.lr}, "
                              f"beta={self.beta}, epsilon={self.epsilon}, temperature={self.temperature}")
@@ -223,7 +229,8 @@ def sample_groups(model, tokenizer, problems: list[dict], config: GRPOConfig,
     """Sample ``group_size`` completions of each problem and score them.
 
     Returns the joined batch (``join``) plus rewards: "format", "accuracy",
-    "total" [N] tensors, the texts and the completion lengths."""
+    "total" [N] tensors ("steps" too when ``config.step_weight`` > 0), the
+    texts and the completion lengths."""
     prompts = [encode_prompt(p["question"], tokenizer) for p in problems for _ in range(config.group_size)]
     truths = [p["answer"] for p in problems for _ in range(config.group_size)]
     was_training = model.training
@@ -232,7 +239,11 @@ def sample_groups(model, tokenizer, problems: list[dict], config: GRPOConfig,
                            eos_id=tokenizer.special_tokens[END], generator=generator)
     model.train(was_training)
     texts, finished = zip(*(decode_completion(c, tokenizer) for c in completions))
-    rewards = {k: torch.tensor(v) for k, v in score(texts, truths, finished).items()}
+    terms = None
+    if config.step_weight:
+        terms = [chain_terms(p["question"]) for p in problems for _ in range(config.group_size)]
+    rewards = {k: torch.tensor(v) for k, v in
+               score(texts, truths, finished, terms, config.step_weight).items()}
     batch = {**join(prompts, completions, tokenizer.special_tokens["<|pad|>"]), **rewards,
              "lengths": torch.tensor([len(c) for c in completions])}
     device = next(model.parameters()).device
@@ -310,6 +321,7 @@ def train_grpo(model: torch.nn.Module, tokenizer, problems: list[dict], config: 
             stats = {"loss": float(loss.detach()), **info}
         record = {"step": step + 1, "reward": float(batch["total"].mean()),
                   "format": float(batch["format"].mean()), "accuracy": float(batch["accuracy"].mean()),
+                  **({"steps": float(batch["steps"].mean())} if "steps" in batch else {}),
                   "length": float(batch["lengths"].float().mean()),
                   "zero_std": float((std < 1e-6).float().mean()), "group_std": float(std.mean()),
                   **stats, "seconds": round(time.time() - t0, 3)}

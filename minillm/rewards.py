@@ -20,6 +20,12 @@ and exploit (reward hacking). So
                     ``017``, ``+17``, ``17.0`` or ``17 or 18``) equal to the truth.
                     It does not look at the think block: the two rewards measure
                     different things, and a reader can plot them apart.
+``step_reward``     a *process* reward for an addition chain: the share of the
+                    chain's additions the think block gets right, in order,
+                    before its first mistake (``3 + 5 = 8. 8 + 9 = 17.``). It
+                    credits a completion that is right for longer, even when
+                    its answer is wrong: a denser signal than accuracy alone
+                    (the rule-based cousin of a process reward model).
 
 Both take the completion as text, as decoded up to (not including) the token
 that ends the reply. A completion cut off by the token budget never ended, so
@@ -75,19 +81,61 @@ def accuracy_reward(completion: str, truth: int) -> float:
     return float(parse_integer(extract_answer(completion)) == truth)
 
 
-def score(completions: Sequence[str], truths: Sequence[int],
-          finished: Sequence[bool] | None = None) -> dict[str, list[float]]:
-    """Both rewards for a batch: {"format": [...], "accuracy": [...], "total": [...]}.
+_STEP = re.compile(r"(-?[0-9]+) \+ (-?[0-9]+) = (-?[0-9]+)")
 
-    ``total`` = format + accuracy (each in {0, 1}, so total is 0, 1 or 2), the
-    sum trl computes for several reward functions of weight 1. Completions
-    whose ``finished`` entry is False (cut off by the token budget) score 0.
+
+def chain_terms(question: str) -> list[int]:
+    """The numbers of an addition-chain question: "What is 3 + 5 + 9?" -> [3, 5, 9]."""
+    terms = [int(t) for t in re.findall(r"-?[0-9]+", _check_text(question))]
+    if len(terms) < 2:
+        raise ValueError(f"not an addition chain (fewer than two numbers): {question!r}")
+    return terms
+
+
+def step_reward(completion: str, terms: Sequence[int]) -> float:
+    """The share of the k - 1 additions of the chain ``terms`` that the think
+    block writes correctly, as ``a + b = c`` sentences separated by ". ", in
+    order, counted up to the first wrong or missing one. 0.0 without exactly
+    one ``<think>...</think>`` pair."""
+    text = _check_text(completion)
+    if text.count(THINK_OPEN) != 1 or text.count(THINK_CLOSE) != 1:
+        return 0.0
+    start, end = text.index(THINK_OPEN) + len(THINK_OPEN), text.index(THINK_CLOSE)
+    sentences = [s.strip() for s in text[start:end].split(".")] if start <= end else []
+    total, right = terms[0], 0
+    for term, sentence in zip(terms[1:], sentences):
+        match = _STEP.fullmatch(sentence)
+        if match is None or [int(g) for g in match.groups()] != [total, term, total + term]:
+            break
+        total, right = total + term, right + 1
+    return right / (len(terms) - 1)
+
+
+def score(completions: Sequence[str], truths: Sequence[int],
+          finished: Sequence[bool] | None = None, terms: Sequence[Sequence[int]] | None = None,
+          step_weight: float = 0.0) -> dict[str, list[float]]:
+    """The rewards for a batch: {"format": [...], "accuracy": [...], "total": [...]},
+    and "steps" (``step_reward``) when the chains' ``terms`` are given.
+
+    ``total`` = format + accuracy + step_weight * steps (format and accuracy
+    each in {0, 1}), the weighted sum trl computes for several reward
+    functions. Completions whose ``finished`` entry is False (cut off by the
+    token budget) score 0.
     """
     if finished is None:
         finished = [True] * len(completions)
     if not len(completions) == len(truths) == len(finished):
         raise ValueError(f"completions ({len(completions)}), truths ({len(truths)}) and finished "
                          f"({len(finished)}) must have the same length")
+    if step_weight and terms is None:
+        raise ValueError("step_weight > 0 needs the chains' terms")
     fmt = [format_reward(c) * bool(f) for c, f in zip(completions, finished)]
     acc = [accuracy_reward(c, t) * bool(f) for c, t, f in zip(completions, truths, finished)]
-    return {"format": fmt, "accuracy": acc, "total": [a + b for a, b in zip(fmt, acc)]}
+    out = {"format": fmt, "accuracy": acc, "total": [a + b for a, b in zip(fmt, acc)]}
+    if terms is not None:
+        if len(terms) != len(completions):
+            raise ValueError(f"terms ({len(terms)}) and completions ({len(completions)}) must have "
+                             "the same length")
+        out["steps"] = [step_reward(c, t) * bool(f) for c, t, f in zip(completions, terms, finished)]
+        out["total"] = [t + step_weight * s for t, s in zip(out["total"], out["steps"])]
+    return out

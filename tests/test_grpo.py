@@ -108,6 +108,8 @@ def test_loss_rejects_bad_input():
         grpo.grpo_loss(x, x, torch.zeros(2), x, beta=0.1)
     with pytest.raises(ValueError, match="group_size must be an integer >= 2"):
         grpo.GRPOConfig(group_size=1)
+    with pytest.raises(ValueError, match="step_weight must be >= 0"):
+        grpo.GRPOConfig(step_weight=-1.0)
 
 
 def test_token_vs_sequence_aggregation():
@@ -185,6 +187,22 @@ def test_train_grpo_records_dynamics_and_resumes_exactly(tmp_path):
     assert again[2]["length"] == history[2]["length"]  # the same samples as the straight run
     for a, b in zip(straight.state_dict().values(), resumed.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_sample_groups_adds_the_process_reward_to_the_total(monkeypatch):
+    from minillm.tokenizer import load_book_tokenizer
+
+    tokenizer = load_book_tokenizer()
+    traces = ["<think>1 + 1 = 2.</think><answer>2</answer>",   # right
+              "<think>1 + 1 = 3.</think><answer>2</answer>"]   # right answer, wrong step
+    completions = [grpo.encode_completion(t, tokenizer) for t in traces]
+    monkeypatch.setattr(grpo, "generate", lambda *args, **kwargs: completions)
+    config = grpo.GRPOConfig(prompts_per_step=1, group_size=2, step_weight=0.5)
+    model = Transformer(ModelConfig(vocab_size=tokenizer.vocab_size, d_model=16, n_layers=1, n_heads=2,
+                                    n_kv_heads=1, d_ff=32, max_seq_len=64))
+    batch = grpo.sample_groups(model, tokenizer, _problems()[:1], config, torch.Generator())
+    assert batch["steps"].tolist() == [1.0, 0.0]
+    assert batch["total"].tolist() == [2.5, 2.0]
 
 
 def test_train_grpo_rejects_bad_problems():

@@ -1,7 +1,8 @@
 """Rule-based rewards: what they accept, and the reward hacks they must reject."""
 import pytest
 
-from minillm.rewards import accuracy_reward, extract_answer, format_reward, parse_integer, score
+from minillm.rewards import (accuracy_reward, chain_terms, extract_answer, format_reward,
+                             parse_integer, score, step_reward)
 
 GOOD = "<think>3 + 5 = 8. 8 + 9 = 17.</think><answer>17</answer>"
 
@@ -79,3 +80,30 @@ def test_bad_input_is_named():
         accuracy_reward(GOOD, "17")
     with pytest.raises(ValueError, match="same length"):
         score([GOOD], [17, 18])
+
+
+@pytest.mark.parametrize("text, reward, why", [
+    (GOOD, 1.0, "every addition right"),
+    ("<think>3 + 5 = 8. 8 + 9 = 18.</think><answer>18</answer>", 0.5, "the last sum wrong"),
+    ("<think>3 + 5 = 9. 9 + 9 = 18.</think><answer>18</answer>", 0.0,
+     "a right step after a wrong one earns nothing"),
+    ("<think>3 + 5 = 8. 9 + 8 = 17.</think><answer>17</answer>", 0.5, "operands swapped"),
+    ("<think>3 + 5 = 8.</think><answer>17</answer>", 0.5, "a step missing"),
+    ("<think>8 + 9 = 17. 3 + 5 = 8.</think><answer>17</answer>", 0.0, "steps out of order"),
+    ("3 + 5 = 8. 8 + 9 = 17.<answer>17</answer>", 0.0, "no think block"),
+    ("<think>3 + 5 = 8. 8 + 9 = 17.</think><think>x</think>", 0.0, "think repeated"),
+])
+def test_step_reward_counts_right_additions_up_to_the_first_mistake(text, reward, why):
+    assert step_reward(text, [3, 5, 9]) == reward, why
+
+
+def test_score_with_the_process_reward():
+    wrong = "<think>3 + 5 = 8. 8 + 9 = 18.</think><answer>18</answer>"
+    out = score([GOOD, wrong], [17, 17], terms=[[3, 5, 9]] * 2, step_weight=0.5)
+    assert out["steps"] == [1.0, 0.5] and out["total"] == [2.5, 1.25]
+    assert score([GOOD], [17], [False], terms=[[3, 5, 9]], step_weight=1.0)["total"] == [0.0]
+    assert chain_terms("What is 3 + 5 + 9?") == [3, 5, 9]
+    with pytest.raises(ValueError, match="needs the chains' terms"):
+        score([GOOD], [17], step_weight=1.0)
+    with pytest.raises(ValueError, match="not an addition chain"):
+        chain_terms("What is 7?")
