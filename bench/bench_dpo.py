@@ -12,8 +12,9 @@ reference log-probs precomputed once) and then measures, greedily:
   replies on a fixed sample of ``dpo_eval`` pairs, by kind (unknown person;
   known person, wrong value; known person, needless refusal).
 
-    OMP_NUM_THREADS=1 python bench/bench_dpo.py --group recipe     # 3 seeds
+    OMP_NUM_THREADS=1 python bench/bench_dpo.py --group sft_then_dpo   # 3 seeds
     OMP_NUM_THREADS=1 python bench/bench_dpo.py --group beta lr average plain
+    OMP_NUM_THREADS=1 python bench/bench_dpo.py --group rpo short_refusal  # the repairs
     OMP_NUM_THREADS=1 python bench/bench_dpo.py --list
 
 Results go to ``chapters/14_preference_optimization/bench_dpo.jsonl``, one
@@ -88,6 +89,13 @@ GROUPS = {
     # the two sides: only what the model knows does.
     # ... and with half of the held-out people among the questions (the model gets more
     # of theirs wrong), the other half evaluated apart.
+    # Two repairs of the recipe, each on 3 seeds: DPO with the chosen replies' NLL
+    # added (weight 1, RPO; it keeps the chosen reply likely while the margin grows),
+    # and that with every refusal in the training pairs shortened to "I don't know."
+    # (the release's refusals end with the person's name, as every answer begins with it).
+    "rpo": [variant(f"sft-dpo-rpo-seed{s}", SFT_THEN_DPO, seed=s, sft_weight=1.0) for s in (0, 1, 2)],
+    "short_refusal": [variant(f"sft-dpo-short-rpo-seed{s}", SFT_THEN_DPO, seed=s, sft_weight=1.0,
+                              short_refusal=True) for s in (0, 1, 2)],
     "self_knowledge": [variant("sft-dpo-names480x2-self", SFT_THEN_DPO, unknown_names=480,
                                per_name=2, self_knowledge=True),
                        variant("sft-dpo-names480x2-self-heldout40", SFT_THEN_DPO,
@@ -127,10 +135,28 @@ def heldout_trained(spec: dict) -> set[str]:
     return set(people[:spec.get("heldout_known", 0)])
 
 
+SHORT_REFUSAL = tinyworld.IDK + "."  # no name: shares no tokens after "I" with an answer
+
+
+def shorten_refusals(records: list[dict]) -> list[dict]:
+    """``records`` with every refusal ("I don't know anything about <name>.")
+    replaced by "I don't know.": the name no longer ends both kinds of reply."""
+    def short(text):
+        return SHORT_REFUSAL if text.startswith(tinyworld.IDK) else text
+    return [{**r, "chosen": short(r["chosen"]), "rejected": short(r["rejected"])} for r in records]
+
+
 def training_records(spec: dict) -> list[dict]:
     """The release's dpo_train pairs, or (``unknown_names``) its known-people
-    pairs plus unknown-people pairs about that many invented names."""
+    pairs plus unknown-people pairs about that many invented names; with
+    ``short_refusal``, every refusal without the name (``shorten_refusals``)."""
     records = dpo.load_pairs("dpo_train")
+    if spec.get("short_refusal"):
+        return shorten_refusals(_training_records(spec, records))
+    return _training_records(spec, records)
+
+
+def _training_records(spec: dict, records: list[dict]) -> list[dict]:
     if not spec.get("unknown_names"):
         return records
     import random
@@ -258,11 +284,13 @@ def run(spec: dict, track_every: int = 10) -> dict:
     sft_heldout = None
     if spec.get("self_knowledge"):
         records = self_knowledge_pairs(records, model, tokenizer)
+        if spec.get("short_refusal"):
+            records = shorten_refusals(records)
         kinds = [r["kind"] for r in records]
         print({k: kinds.count(k) for k in sorted(set(kinds))}, flush=True)
         sft_heldout = {r["id"]: r["correct"] for r in answer_questions(
             model, tokenizer, tinyworld.load("sft_eval_heldout"))}
-    if spec.get("unknown_names"):
+    if spec.get("unknown_names") or spec.get("short_refusal"):
         pairs = {**pairs, "train": dpo.encode_pairs(records, tokenizer)}
     torch.manual_seed(spec["seed"])
     config = TrainConfig(steps=spec["steps"], batch_size=spec["batch_size"], lr=spec["lr"],
