@@ -262,3 +262,17 @@ def test_setup_makes_figures_retina():
     shown = out.metadata["image/png"]
     assert width >= 2 * shown["width"] - 1 and height >= 2 * shown["height"] - 1
     assert out.data["text/plain"] == "<Figure size 640x360 with 1 Axes>"  # what nbval compares
+
+
+def test_checker_catches_glue_keys_twice_or_missing(tmp_path):
+    def glued(name):
+        return nbformat.v4.new_output("display_data", data={"text/plain": "1"},
+                                      metadata={"scrapbook": {"name": name}})
+    path = make_notebook(tmp_path, "glue('a', 1); glue('a', 2)", outputs=[glued("a"), glued("a")])
+    nb = nbformat.read(path, as_version=4)
+    nb.cells.append(nbformat.v4.new_markdown_cell("{glue:text}`a:.1f` and {glue:text}`b`"))
+    nbformat.write(nb, path)
+    problems = check_notebook(path)
+    assert any("'a' is glued 2 times" in p for p in problems), problems
+    assert any("'b', which no cell glues" in p for p in problems), problems
+    assert not any("'a', which" in p for p in problems), problems

@@ -158,11 +158,28 @@ def check_notebook(path: Path) -> list[str]:
             problems.append(f"{where} ignores its output under nbval but asserts nothing")
         if END in cell.source and BEGIN not in cell.source:
             problems.append(f"{where}: unbalanced ### BEGIN SOLUTION / ### END SOLUTION markers")
+    problems.extend(glue_problems(nb))
     for solution, check in exercise_pairs(nb):
         where = f"code cell {code.index(nb.cells[solution]) + 1}"
         problems.extend(f"{where}: {p}" for p in _check_solution_cell(nb.cells[solution]))
         if check is None or "check_" not in nb.cells[check].source:
             problems.append(f"{where} is an exercise but the next code cell calls no minillm.exercises checker")
+    return problems
+
+
+def glue_problems(nb) -> list[str]:
+    """Glued values: a key glued twice (myst-nb warns, and the -W build fails)
+    and a ``{glue:text}`key``` in Markdown that no cell glued (it would render
+    as an error in the page)."""
+    glued: dict[str, int] = {}
+    for out in (o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])):
+        name = out.get("metadata", {}).get("scrapbook", {}).get("name")
+        if name:
+            glued[name] = glued.get(name, 0) + 1
+    problems = [f"glue key {name!r} is glued {n} times" for name, n in glued.items() if n > 1]
+    used = {m for c in nb.cells if c.cell_type == "markdown"
+            for m in re.findall(r"\{glue(?::[a-z]+)?\}`([^`:]+)", c.source)}
+    problems += [f"Markdown uses glue key {name!r}, which no cell glues" for name in sorted(used - set(glued))]
     return problems
 
 
