@@ -10,7 +10,7 @@ stopped, its model scored greedily on ``reasoning_test`` (``grpo.evaluate`` +
 (the stage is resumable, and the learning rate is constant, so a run
 evaluated at 50 and 100 steps is the run of 100 steps).
 
-The runs chapter 15, notebook 2 shows (about 45 minutes on 2 busy cores):
+The runs chapter 15, notebook 2 shows (about 100 minutes on 2 busy cores):
 
     B="OMP_NUM_THREADS=1 python bench/bench_grpo.py"
     $B --name lr1e-4 --set lr=1e-4 --evals 25 50 --seeds 0
@@ -20,6 +20,10 @@ The runs chapter 15, notebook 2 shows (about 45 minutes on 2 busy cores):
     $B --name p32-lr5e-5 --set lr=5e-5 prompts_per_step=32 --evals 8 16 --seeds 0
     $B --name t0.5-lr3e-5 --set lr=3e-5 temperature=0.5 --evals 20 40 70 100 --seeds 0
     $B --name t0.5-lr3e-5 --set lr=3e-5 temperature=0.5 --evals 40 100 --seeds 1 2
+    $B --name lr1e-5 --set lr=1e-5 --evals 50 100 --seeds 0 1 2
+    $B --name t0.7-lr1e-5 --set lr=1e-5 temperature=0.7 --evals 50 100 --seeds 0 1 2
+    $B --name t0.5-lr1e-5 --set lr=1e-5 temperature=0.5 --evals 50 100 --seeds 0 1 2
+    $B --name step1-lr1e-5 --set lr=1e-5 step_weight=1.0 --evals 50 100 --seeds 0 1 2
 
 Results go to ``chapters/15_reasoning_with_rl/bench_grpo.jsonl``, one line per
 (name, seed, step count): the settings, the cold start's and the GRPO model's
