@@ -82,13 +82,6 @@ GROUPS = {
     # answer" carry over to people never asked about anywhere?
     "names_heldout_half": [variant("sft-dpo-names480x2-heldout40", SFT_THEN_DPO,
                                    unknown_names=480, per_name=2, heldout_known=40)],
-    # Refusal data from the model's own knowledge (R-Tuning, Zhang et al. 2023): each
-    # known-people question of dpo_train is put to the SFT model; where its greedy answer
-    # is right, the true answer beats a refusal; where it is wrong, a refusal beats the
-    # model's own wrong answer. "Was asked about in training" then no longer separates
-    # the two sides: only what the model knows does.
-    # ... and with half of the held-out people among the questions (the model gets more
-    # of theirs wrong), the other half evaluated apart.
     # Two repairs of the recipe, each on 3 seeds: DPO with the chosen replies' NLL
     # added (weight 1, RPO; it keeps the chosen reply likely while the margin grows),
     # and that with every refusal in the training pairs shortened to "I don't know."
@@ -96,6 +89,13 @@ GROUPS = {
     "rpo": [variant(f"sft-dpo-rpo-seed{s}", SFT_THEN_DPO, seed=s, sft_weight=1.0) for s in (0, 1, 2)],
     "short_refusal": [variant(f"sft-dpo-short-rpo-seed{s}", SFT_THEN_DPO, seed=s, sft_weight=1.0,
                               short_refusal=True) for s in (0, 1, 2)],
+    # Refusal data from the model's own knowledge (R-Tuning, Zhang et al. 2023): each
+    # known-people question of dpo_train is put to the SFT model; where its greedy answer
+    # is right, the true answer beats a refusal; where it is wrong, a refusal beats the
+    # model's own wrong answer. "Was asked about in training" then no longer separates
+    # the two sides: only what the model knows does.
+    # ... and with half of the held-out people among the questions (the model gets more
+    # of theirs wrong), the other half evaluated apart.
     "self_knowledge": [variant("sft-dpo-names480x2-self", SFT_THEN_DPO, unknown_names=480,
                                per_name=2, self_knowledge=True),
                        variant("sft-dpo-names480x2-self-heldout40", SFT_THEN_DPO,
@@ -148,15 +148,8 @@ def shorten_refusals(records: list[dict]) -> list[dict]:
 
 def training_records(spec: dict) -> list[dict]:
     """The release's dpo_train pairs, or (``unknown_names``) its known-people
-    pairs plus unknown-people pairs about that many invented names; with
-    ``short_refusal``, every refusal without the name (``shorten_refusals``)."""
+    pairs plus unknown-people pairs about that many invented names."""
     records = dpo.load_pairs("dpo_train")
-    if spec.get("short_refusal"):
-        return shorten_refusals(_training_records(spec, records))
-    return _training_records(spec, records)
-
-
-def _training_records(spec: dict, records: list[dict]) -> list[dict]:
     if not spec.get("unknown_names"):
         return records
     import random
@@ -284,12 +277,12 @@ def run(spec: dict, track_every: int = 10) -> dict:
     sft_heldout = None
     if spec.get("self_knowledge"):
         records = self_knowledge_pairs(records, model, tokenizer)
-        if spec.get("short_refusal"):
-            records = shorten_refusals(records)
         kinds = [r["kind"] for r in records]
         print({k: kinds.count(k) for k in sorted(set(kinds))}, flush=True)
         sft_heldout = {r["id"]: r["correct"] for r in answer_questions(
             model, tokenizer, tinyworld.load("sft_eval_heldout"))}
+    if spec.get("short_refusal"):  # last, so that it covers every pair built above
+        records = shorten_refusals(records)
     if spec.get("unknown_names") or spec.get("short_refusal"):
         pairs = {**pairs, "train": dpo.encode_pairs(records, tokenizer)}
     torch.manual_seed(spec["seed"])
