@@ -135,17 +135,6 @@ def heldout_trained(spec: dict) -> set[str]:
     return set(people[:spec.get("heldout_known", 0)])
 
 
-SHORT_REFUSAL = tinyworld.IDK + "."  # no name: shares no tokens after "I" with an answer
-
-
-def shorten_refusals(records: list[dict]) -> list[dict]:
-    """``records`` with every refusal ("I don't know anything about <name>.")
-    replaced by "I don't know.": the name no longer ends both kinds of reply."""
-    def short(text):
-        return SHORT_REFUSAL if text.startswith(tinyworld.IDK) else text
-    return [{**r, "chosen": short(r["chosen"]), "rejected": short(r["rejected"])} for r in records]
-
-
 def training_records(spec: dict) -> list[dict]:
     """The release's dpo_train pairs, or (``unknown_names``) its known-people
     pairs plus unknown-people pairs about that many invented names."""
@@ -282,7 +271,7 @@ def run(spec: dict, track_every: int = 10) -> dict:
         sft_heldout = {r["id"]: r["correct"] for r in answer_questions(
             model, tokenizer, tinyworld.load("sft_eval_heldout"))}
     if spec.get("short_refusal"):  # last, so that it covers every pair built above
-        records = shorten_refusals(records)
+        records = dpo.shorten_refusals(records)
     if spec.get("unknown_names") or spec.get("short_refusal"):
         pairs = {**pairs, "train": dpo.encode_pairs(records, tokenizer)}
     torch.manual_seed(spec["seed"])

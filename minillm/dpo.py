@@ -440,24 +440,56 @@ def train_dpo(policy, pairs: dict[str, torch.Tensor], config, *, beta: float = 0
 
 
 SFT_REPLAY = "sft_train_wide"  # the SFT model's own training chats, replayed in the SFT phase
+SHORT_REFUSAL = "I don't know."  # no name: shares no token after "I" with an answer
 
-#: The book's DPO recipe (``minillm.pipeline`` registers it as a ``Recipe``).
-#: Starts from the SFT model; options are ``train_dpo``'s keyword arguments.
-#: Plain DPO from the SFT model never makes "I don't know" likely (the SFT
-#: model puts it ~250 nats below a hallucination), so the reference is first
-#: fine-tuned on the chosen replies (chapter 14, notebook 2, measures both).
-RECIPE = dict(
-    name="tinyworld-dpo", stage="dpo", parent="tinyworld-sft", model=None,
+
+def shorten_refusals(records: list[dict]) -> list[dict]:
+    """``records`` with every refusal ("I don't know anything about <name>.")
+    replaced by ``SHORT_REFUSAL``. The release's refusal ends with the person's
+    name, exactly where every answer begins ("<name> was born in ..."): DPO
+    that lowers a refusal as a rejected reply lowers that shared ending too,
+    and the answers stop after the name (chapter 14, notebook 2, measures it)."""
+    from minillm import tinyworld
+
+    def short(text):
+        return SHORT_REFUSAL if text.startswith(tinyworld.IDK) else text
+    return [{**r, "chosen": short(r["chosen"]), "rejected": short(r["rejected"])} for r in records]
+
+
+#: The book's first DPO recipe, kept (as ``tinyworld-dpo-first``) because
+#: chapter 14 shows what it did wrong. Starts from the SFT model; options are
+#: ``train_dpo``'s keyword arguments. Plain DPO from the SFT model never makes
+#: "I don't know" likely (the SFT model puts it ~250 nats below a
+#: hallucination), so the reference is first fine-tuned on the chosen replies
+#: (chapter 14, notebook 2, measures both).
+FIRST_RECIPE = dict(
+    name="tinyworld-dpo-first", stage="dpo", parent="tinyworld-sft", model=None,
     data=("dpo_train", "dpo_eval"), keep_best=False,
     options=dict(beta=0.1, loss_type="sigmoid", label_smoothing=0.0, average=False,
                  sft_weight=0.0, sft_steps=150, sft_lr=3e-4),
     train=dict(steps=60, batch_size=32, lr=1e-4, min_lr=1e-5, warmup_steps=10, weight_decay=0.0,
                grad_clip=1.0, precision="fp32", eval_every=0, checkpoint_every=20, seed=0),
-    description="SFT on the chosen replies of TinyWorld's 1,920 preference pairs (unknown people -> "
-                "I don't know; known people: the true answer) with the SFT chats replayed, 150 steps "
-                "x 16 blocks at lr 3e-4; then DPO against that model: sigmoid loss, beta 0.1, summed "
-                "log-probs, reference log-probs precomputed, 60 steps x 32 pairs at lr 1e-4",
+    description="the book's first DPO recipe: SFT on the chosen replies of TinyWorld's 1,920 "
+                "preference pairs (unknown people -> I don't know anything about <name>; known "
+                "people: the true answer) with the SFT chats replayed, 150 steps x 16 blocks at lr "
+                "3e-4; then DPO against that model: sigmoid loss, beta 0.1, summed log-probs, "
+                "reference log-probs precomputed, 60 steps x 32 pairs at lr 1e-4",
     minutes=4.0,
+)
+#: The book's DPO recipe: the first one with its two measured repairs (chapter
+#: 14, notebook 2, three seeds each): every refusal shortened to "I don't know."
+#: (``short_refusal``, applied to the pairs when they are loaded) and the
+#: chosen replies' NLL added to the DPO loss (``sft_weight`` 1, RPO), which
+#: keeps the refusal phrase from being displaced into a stutter.
+RECIPE = dict(
+    FIRST_RECIPE, name="tinyworld-dpo",
+    options={**FIRST_RECIPE["options"], "sft_weight": 1.0, "short_refusal": True},
+    description="SFT on the chosen replies of TinyWorld's 1,920 preference pairs, every refusal "
+                "shortened to \"I don't know.\" (unknown people -> the refusal; known people: the "
+                "true answer) with the SFT chats replayed, 150 steps x 16 blocks at lr 3e-4; then "
+                "DPO against that model with the chosen replies' NLL added (RPO, weight 1): sigmoid "
+                "loss, beta 0.1, summed log-probs, reference log-probs precomputed, 60 steps x 32 "
+                "pairs at lr 1e-4",
 )
 
 
@@ -478,10 +510,12 @@ def run_stage(recipe, parent: Path, out: Path, work: Path, verbose: bool, device
     tokenizer, config = load_book_tokenizer(), recipe.train_config()
     train_file, eval_file = recipe.data
     policy = load_model(parent / "model.safetensors").to(device)
-    records = load_pairs(train_file)
-    train = encode_pairs(records, tokenizer)
-    held_out = encode_pairs(load_pairs(eval_file), tokenizer)
     options = dict(recipe.options)
+    records, eval_records = load_pairs(train_file), load_pairs(eval_file)
+    if options.pop("short_refusal", False):
+        records, eval_records = shorten_refusals(records), shorten_refusals(eval_records)
+    train = encode_pairs(records, tokenizer)
+    held_out = encode_pairs(eval_records, tokenizer)
     if options.get("sft_steps"):
         from minillm import tinyworld
 

@@ -425,15 +425,16 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
     ``options["replay"]`` = n mixes n chats of ``recipe.data[1]`` (a random
     sample, seeded) into the traces, and ``options["replay_text"]`` = m mixes
     m documents of ``recipe.data[2]``, and ``options["replay_pairs"]`` = k
-    chosen replies of the preference pairs in ``recipe.data[3]``, so that a
-    parent which already answers (and refuses) keeps doing so (the
-    capstone's assistant)."""
+    chosen replies of the preference pairs in ``recipe.data[3]`` (with
+    ``options["short_refusal"]``, their refusals shortened as the DPO recipe
+    trained them), so that a parent which already answers (and refuses) keeps
+    doing so (the capstone's assistant)."""
     import json
 
     from minillm import tinyworld
     from minillm.checkpoint import load_model, save_model
     from minillm.data import encode_documents
-    from minillm.dpo import chosen_chats
+    from minillm.dpo import chosen_chats, shorten_refusals
     from minillm.sft import encode_examples, pad_examples
     from minillm.tokenizer import load_book_tokenizer
     from minillm.train import Trainer, one_thread_on_cpu
@@ -448,6 +449,8 @@ def run_cold_start(recipe, parent: Path, out: Path, work: Path, verbose: bool, d
                                   tokenizer)
     if recipe.options.get("replay_pairs"):
         pairs = rng.sample(tinyworld.load(recipe.data[3]), recipe.options["replay_pairs"])
+        if recipe.options.get("short_refusal"):
+            pairs = shorten_refusals(pairs)
         replay += encode_examples(chosen_chats(pairs), tokenizer)
     if recipe.options.get("replay_text"):
         documents = rng.sample(tinyworld.load(recipe.data[2]), recipe.options["replay_text"])

@@ -176,8 +176,10 @@ TINYWORLD_SFT = register(Recipe(
 ))
 
 
-#: Chapter 14's DPO from the SFT model (the recipe lives next to the loss, in minillm.dpo).
+#: Chapter 14's DPO from the SFT model (the recipes live next to the loss, in
+#: minillm.dpo): the book's recipe, and the first one, which chapter 14 dissects.
 TINYWORLD_DPO = register(Recipe(**dpo.RECIPE))
+TINYWORLD_DPO_FIRST = register(Recipe(**dpo.FIRST_RECIPE))
 
 
 # Chapter 15's settings (measured on 2 busy CPU cores; see the chapter).
@@ -227,14 +229,16 @@ ASSISTANT_COLD_START = register(Recipe(
     stage="cold_start",
     parent="tinyworld-dpo",
     description="tinyworld-dpo fine-tuned on reasoning_train's worked traces with 1,000 sft_train_wide "
-                "chats, 1,000 chosen replies of dpo_train (loss on the replies) and 1,000 pretraining "
-                "biographies replayed among them, 300 steps x 32, lr 1e-3",
+                "chats, 1,000 chosen replies of dpo_train (refusals shortened as tinyworld-dpo's; loss "
+                "on the replies) and 1,000 pretraining biographies replayed among them, 300 steps x "
+                "32, lr 1e-3",
     model=None,
     train=dict(steps=300, batch_size=32, lr=1e-3, min_lr=1e-4, warmup_steps=20, weight_decay=0.0,
                grad_clip=1.0, precision="fp32", eval_every=0, checkpoint_every=50, seed=0),
     data=("reasoning_train", "sft_train_wide", "pretrain", "dpo_train"),
     keep_best=False,
-    options={"tag_weight": 1.0, "replay": 1000, "replay_text": 1000, "replay_pairs": 1000},
+    options={"tag_weight": 1.0, "replay": 1000, "replay_text": 1000, "replay_pairs": 1000,
+             "short_refusal": dpo.RECIPE["options"]["short_refusal"]},
     minutes=1.5,
 ))
 #: The assistant's own settings (its parents differ from chapter 15's, so

@@ -46,6 +46,20 @@ def test_tinyworld_pairs_load_with_all_kinds():
     assert len(dpo.load_pairs("dpo_eval")) == 480
 
 
+def test_short_refusals_replace_every_refusal_and_nothing_else():
+    short = dpo.shorten_refusals(PAIRS)
+    for before, after in zip(PAIRS, short):
+        for side in ("chosen", "rejected"):
+            refusal = before[side].startswith("I don't know")
+            assert after[side] == (dpo.SHORT_REFUSAL if refusal else before[side])
+        assert after["chosen"] != after["rejected"]  # still a preference
+    unknown = [r for r in short if r["kind"] == "unknown"]
+    assert {r["chosen"] for r in unknown} == {"I don't know."}
+    refused = [r for r in short if r["kind"] == "known_refusal"]
+    assert {r["rejected"] for r in refused} == {"I don't know."}
+    assert PAIRS[0]["chosen"] == dpo.load_pairs("dpo_train")[0]["chosen"]  # input untouched
+
+
 @pytest.mark.parametrize("change, words", [
     (lambda r: r.pop("chosen"), "missing key 'chosen'"),
     (lambda r: r.update(rejected=r["chosen"]), "the same reply"),
