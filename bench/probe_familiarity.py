@@ -13,8 +13,8 @@ plain torch) to predict "unknown person" from a hidden state of each question
 for every layer: the embedding (a control: at ``<|assistant|>`` it is the same
 vector for every question), the residual stream after each block, and the
 final norm's output (what the LM head reads). Models: ``tinyworld-sft``,
-``tinyworld-dpo`` (the book's DPO model) and ``tinyworld-dpo-first`` (the
-earlier recipe); questions: chapter 12's ``sft_eval_heldout`` /
+``tinyworld-dpo`` (the book's DPO recipe: the short refusal with RPO) and
+``tinyworld-dpo-first`` (the first recipe); questions: chapter 12's ``sft_eval_heldout`` /
 ``sft_eval_unknown`` / ``sft_eval_seen`` splits.
 
 Folds are by person, never by question, so a probe cannot memorise names:
