@@ -14,8 +14,8 @@ for every layer: the embedding (a control: at ``<|assistant|>`` it is the same
 vector for every question), the residual stream after each block, and the
 final norm's output (what the LM head reads). Models: ``tinyworld-sft``,
 ``tinyworld-dpo`` (the book's DPO recipe: the short refusal with RPO) and
-``tinyworld-dpo-first`` (the first recipe); questions: chapter 12's ``sft_eval_heldout`` /
-``sft_eval_unknown`` / ``sft_eval_seen`` splits.
+``tinyworld-dpo-first`` (the first recipe); questions: chapter 12's
+``sft_eval_heldout`` / ``sft_eval_unknown`` / ``sft_eval_seen`` splits.
 
 Folds are by person, never by question, so a probe cannot memorise names:
 
@@ -29,12 +29,16 @@ Folds are by person, never by question, so a probe cannot memorise names:
 Per test fold: the AUC of "unknown ranks above held-out", and, at the
 threshold that refuses 95% of the fold's unknown-people questions (chosen on
 the test fold itself: a point of the ROC curve, not a deployable threshold),
-the share of held-out questions refused too. The same folds score two probes
-that need no training: the surname's in-question surprisal and P("I" first).
+the share of held-out questions refused too. The same folds score two
+things that need no training: the surname's in-question surprisal and
+P("I" first), and a positive control for the probe ("match": the terms of
+the surname's first logit, see ``features``), which shows that these few
+people suffice when the signal is a linear one. For ``tinyworld-sft`` also:
+other L2 weights, and 1/2 or 9/10 of the people in training.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probe_familiarity.py
 
-Writes ``bench/results/familiarity_probe.json`` (about a minute on one core).
+Writes ``bench/results/familiarity_probe.json`` (under a minute on one core).
 """
 from __future__ import annotations
 
