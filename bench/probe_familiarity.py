@@ -32,9 +32,11 @@ the test fold itself: a point of the ROC curve, not a deployable threshold),
 the share of held-out questions refused too. The same folds score two
 things that need no training: the surname's in-question surprisal and
 P("I" first), and a positive control for the probe ("match": the terms of
-the surname's first logit, see ``features``), which shows that these few
-people suffice when the signal is a linear one. For ``tinyworld-sft`` also:
-other L2 weights, and 1/2 or 9/10 of the people in training.
+the surname's first logit, see ``minillm.probes.question_features``), which
+shows that these few people suffice when the signal is a linear one. For
+``tinyworld-sft`` also: other L2 weights, and 1/2 or 9/10 of the people in
+training. The features, the probe, the AUC and the folds are
+``minillm.probes``'s; chapter 14.2 recomputes one row live.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/probe_familiarity.py
 
@@ -55,122 +57,13 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from minillm import tinyworld, zoo  # noqa: E402
-from minillm.chat import encode_chat  # noqa: E402
-from minillm.generate import left_pad  # noqa: E402
+from minillm.probes import (cross_validate, auc, false_refusal,  # noqa: E402
+                            group_folds, layer_names, question_features)
 
 OUT = ROOT / "bench" / "results" / "familiarity_probe.json"
 MODELS = ("tinyworld-sft", "tinyworld-dpo", "tinyworld-dpo-first")
 SPLITS = ("heldout", "unknown", "seen")
 REFUSE_UNKNOWN = 0.95  # chapter 14's target: refuse >= 95% of the unknown's questions
-
-
-def surname_end(ids: list[int], person: str, tokenizer) -> tuple[int, int]:
-    """(first, last) index of the person's surname tokens in a prompt."""
-    surname = tokenizer.encode(" " + person.split(" ", 1)[1])
-    at = next(i for i in range(len(ids)) if ids[i:i + len(surname)] == surname)
-    return at, at + len(surname) - 1
-
-
-@torch.no_grad()
-def features(model, tokenizer, records, batch_size: int = 128) -> dict:
-    """Hidden states and the two training-free scores, per question.
-
-    Returns {"reply": [L, N, d], "name": [L, N, d], "match": [1, N, d],
-    "surprisal": [N], "p_first_i": [N]}, L = n_layers + 2 (the embedding, each
-    block's output, the final norm's output), N questions, d = d_model.
-    "match" is the final norm's output just before the surname times the
-    surname's first token's output embedding, elementwise: its sum is the
-    logit of that token, so a linear probe can read the surprise from it.
-    Prompts are left-padded with positions that start at 0 on each row's
-    first real token, as ``bench_dpo.first_token_refusal`` and generation do.
-    """
-    first_i = tokenizer.encode(tinyworld.IDK)[0]
-    pad = tokenizer.special_tokens["<|pad|>"]
-    captured = []  # one [B, T, d] tensor per layer, in forward order
-    modules = [model.embed, *model.blocks, model.norm]
-    hooks = [m.register_forward_hook(lambda m, i, out: captured.append(out))
-             for m in modules]
-    out = {"reply": [], "name": [], "match": [], "surprisal": [], "p_first_i": []}
-    try:
-        for start in range(0, len(records), batch_size):
-            chunk = records[start:start + batch_size]
-            prompts = [encode_chat(r["messages"][:-1], tokenizer,
-                                   add_generation_prompt=True)[0] for r in chunk]
-            ids, mask = left_pad(prompts, pad)
-            positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            captured.clear()
-            logits = model(ids, attention_mask=mask, position_ids=positions)
-            logp = logits.log_softmax(-1)  # [B, T, V]
-            states = torch.stack(captured)  # [L, B, T, d]
-            rows = torch.arange(len(chunk))
-            shift = [ids.shape[1] - len(p) for p in prompts]  # left padding
-            spans = [surname_end(p, r["person"], tokenizer)
-                     for p, r in zip(prompts, chunk)]
-            name_at = torch.tensor([s + last for s, (_, last) in zip(shift, spans)])
-            out["reply"].append(states[:, :, -1])
-            out["name"].append(states[:, rows, name_at])
-            # The positive control: the final state before the surname times the
-            # surname's first token embedding; summed, it is that token's logit.
-            before = torch.tensor([s + first - 1
-                                   for s, (first, _) in zip(shift, spans)])
-            out["match"].append((states[-1, rows, before]
-                                 * model.lm_head.weight[ids[rows, before + 1]])[None])
-            out["p_first_i"].append(logp[:, -1, first_i].exp())
-            for b, (s, (first, last)) in enumerate(zip(shift, spans)):
-                at = torch.arange(s + first, s + last + 1)  # surname tokens, padded
-                targets = ids[b, at]
-                out["surprisal"].append(-logp[b, at - 1, targets].sum())
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {**{k: torch.cat(out[k], 1).double() for k in ("reply", "name", "match")},
-            "surprisal": torch.stack(out["surprisal"]).double(),
-            "p_first_i": torch.cat(out["p_first_i"]).double()}
-
-
-def fit_probe(x: torch.Tensor, y: torch.Tensor, l2: float, steps: int = 30):
-    """Logistic regression on standardised features, classes weighted equally.
-
-    x [N, d], y [N] (1 = unknown person). Minimises the class-balanced mean
-    cross-entropy + l2/2 * |w|^2 (the bias is not penalised) by Newton's
-    method: with d = 128 the Hessian is small, and a few steps converge.
-    Returns score(x) -> logits [N]."""
-    mean, std = x.mean(0), x.std(0).clamp(min=1e-8)
-    z = torch.cat([(x - mean) / std, torch.ones(len(x), 1, dtype=x.dtype)], 1)
-    weight = torch.where(y == 1, 0.5 / y.mean(), 0.5 / (1 - y.mean())) / len(y)
-    penalty = torch.full((z.shape[1],), l2, dtype=x.dtype)
-    penalty[-1] = 0.0
-    w = torch.zeros(z.shape[1], dtype=x.dtype)  # [d + 1], the bias last
-    for _ in range(steps):
-        p = torch.sigmoid(z @ w)
-        grad = z.T @ (weight * (p - y)) + penalty * w
-        hessian = (z.T * (weight * p * (1 - p))) @ z + torch.diag(penalty)
-        step = torch.linalg.solve(hessian, grad)
-        w = w - step
-        if step.abs().max() < 1e-8:
-            break
-    return lambda x_new: ((x_new - mean) / std) @ w[:-1] + w[-1]
-
-
-def auc(unknown: torch.Tensor, known: torch.Tensor) -> float:
-    """P(an unknown question scores above a known one), ties counted half."""
-    above = (unknown[:, None] > known[None, :]).double().mean()
-    tied = (unknown[:, None] == known[None, :]).double().mean()
-    return (above + 0.5 * tied).item()
-
-
-def false_refusal(unknown: torch.Tensor, known: torch.Tensor) -> float:
-    """Share of known questions refused at the highest threshold that still
-    refuses >= 95% of the unknown ones (refuse when score >= threshold)."""
-    threshold = unknown.sort().values[int((1 - REFUSE_UNKNOWN) * len(unknown))]
-    return (known >= threshold).double().mean().item()
-
-
-def person_folds(people: list[str], k: int, rng: random.Random) -> list[set[str]]:
-    """The people, shuffled, in k groups of (nearly) equal size."""
-    people = sorted(set(people))
-    rng.shuffle(people)
-    return [set(people[i::k]) for i in range(k)]
 
 
 def folds(persons: dict, k: int, repeats: int, seed: int) -> dict:
@@ -180,18 +73,12 @@ def folds(persons: dict, k: int, repeats: int, seed: int) -> dict:
     persons: {split: [the person of each question]}. Both schemes share the
     unknown people's folds; "heldout" also folds the held-out people."""
     rng = random.Random(seed)
-
-    def asked_about(split, people):  # [N]: is the question about one of them?
-        return torch.tensor([p in people for p in persons[split]])
-
     everyone = {s: torch.ones(len(persons[s]), dtype=torch.bool) for s in SPLITS}
     out = {"heldout": [], "seen": []}
     for _ in range(repeats):
-        held = person_folds(persons["heldout"], k, rng)
-        unknown = person_folds(persons["unknown"], k, rng)
-        for i in range(k):
-            test_h = asked_about("heldout", held[i])
-            test_u = asked_about("unknown", unknown[i])
+        held = group_folds(persons["heldout"], k, rng)
+        unknown = group_folds(persons["unknown"], k, rng)
+        for test_h, test_u in zip(held, unknown):
             out["heldout"].append(
                 ({"heldout": ~test_h, "unknown": ~test_u, "seen": ~everyone["seen"]},
                  {"heldout": test_h, "unknown": test_u}))
@@ -200,6 +87,16 @@ def folds(persons: dict, k: int, repeats: int, seed: int) -> dict:
                   "seen": everyone["seen"]},
                  {"heldout": everyone["heldout"], "unknown": test_u}))
     return out
+
+
+def stacked(scheme: list) -> list:
+    """The scheme's folds as masks over all questions, splits in SPLITS order
+    (a split a side leaves out counts as all False)."""
+    def cat(side, split_sizes):
+        return torch.cat([side.get(s, torch.zeros(n, dtype=torch.bool))
+                          for s, n in split_sizes.items()])
+    sizes = {s: len(scheme[0][0][s]) for s in SPLITS}
+    return [(cat(train, sizes), cat(test, sizes)) for train, test in scheme]
 
 
 def summarise(aucs: list[float], refusals: list[float]) -> dict:
@@ -221,17 +118,11 @@ def evaluate_scheme(feats: dict, scheme: list, l2: float, layers: dict,
         for layer_index, layer in enumerate(names):
             if layer is None:  # not asked for
                 continue
-            aucs, refusals = [], []
-            state = {s: feats[s][position][layer_index] for s in SPLITS}  # [N, d]
-            for train, test in scheme:
-                x = torch.cat([state[s][train[s]] for s in SPLITS])
-                y = torch.cat([torch.full((int(train[s].sum()),), float(s == "unknown"),
-                                          dtype=torch.double) for s in SPLITS])
-                score = fit_probe(x, y, l2)
-                u = score(state["unknown"][test["unknown"]])
-                h = score(state["heldout"][test["heldout"]])
-                aucs.append(auc(u, h))
-                refusals.append(false_refusal(u, h))
+            x = torch.cat([feats[s][position][layer_index] for s in SPLITS])
+            y = torch.cat([torch.full((len(feats[s]["surprisal"]),),
+                                      float(s == "unknown"), dtype=torch.double)
+                           for s in SPLITS])  # 1 = a question about an unknown
+            aucs, refusals = cross_validate(x, y, stacked(scheme), l2, REFUSE_UNKNOWN)
             rows.append({"score": "probe", "position": position, "layer": layer,
                          **summarise(aucs, refusals)})
     for name, position in (("surprisal", "name"), ("p_first_i", "reply")):
@@ -241,7 +132,8 @@ def evaluate_scheme(feats: dict, scheme: list, l2: float, layers: dict,
                   feats["heldout"][name][test["heldout"]]) for _, test in scheme]
         rows.append({"score": name, "position": position, "layer": None,
                      **summarise([auc(u, h) for u, h in pairs],
-                                 [false_refusal(u, h) for u, h in pairs])})
+                                 [false_refusal(u, h, REFUSE_UNKNOWN)
+                                  for u, h in pairs])})
     return rows
 
 
@@ -262,10 +154,9 @@ def main() -> None:
     results, sensitivity, learning_curve = [], [], []
     for name in MODELS:
         model, tokenizer = zoo.load(name)
-        n_layers = len(model.blocks)
-        stack = ["embed", *(f"block{i + 1}" for i in range(n_layers)), "final_norm"]
+        stack = layer_names(model)
         layers = {"reply": stack, "name": stack, "match": ["final_norm x embedding"]}
-        feats = {s: features(model, tokenizer, records[s]) for s in SPLITS}
+        feats = {s: question_features(model, tokenizer, records[s]) for s in SPLITS}
         for scheme, scheme_folds in schemes.items():
             for row in evaluate_scheme(feats, scheme_folds, args.l2, layers):
                 results.append({"model": name, "train": scheme, **row})
