@@ -38,6 +38,7 @@ import torch.nn.functional as F
 
 from minillm.chat import END, check_messages, encode_chat
 from minillm.model import IGNORE_INDEX
+from minillm.tinyworld.tasks import IDK
 
 LOSS_TYPES = ("sigmoid", "ipo", "robust")
 PAIR_KEYS = ("id", "prompt", "chosen", "rejected")
@@ -440,7 +441,7 @@ def train_dpo(policy, pairs: dict[str, torch.Tensor], config, *, beta: float = 0
 
 
 SFT_REPLAY = "sft_train_wide"  # the SFT model's own training chats, replayed in the SFT phase
-SHORT_REFUSAL = "I don't know."  # no name: shares no token after "I" with an answer
+SHORT_REFUSAL = f"{IDK}."  # no name: shares no token after "I" with an answer
 
 
 def shorten_refusals(records: list[dict]) -> list[dict]:
@@ -449,10 +450,8 @@ def shorten_refusals(records: list[dict]) -> list[dict]:
     name, exactly where every answer begins ("<name> was born in ..."): DPO
     that lowers a refusal as a rejected reply lowers that shared ending too,
     and the answers stop after the name (chapter 14, notebook 2, measures it)."""
-    from minillm import tinyworld
-
     def short(text):
-        return SHORT_REFUSAL if text.startswith(tinyworld.IDK) else text
+        return SHORT_REFUSAL if text.startswith(IDK) else text
     return [{**r, "chosen": short(r["chosen"]), "rejected": short(r["rejected"])} for r in records]
 
 
