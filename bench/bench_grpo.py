@@ -80,6 +80,12 @@ def cold_start(steps: int | None, device: str = "cpu") -> tuple[Path, str]:
     return folder, recipe.name
 
 
+def window(history: list[dict], key: str, last: bool) -> float:
+    """Mean of ``key`` over a run's first (or last) 10 steps, rounded to 4 digits."""
+    part = history[-10:] if last else history[:10]
+    return round(sum(r[key] for r in part) / len(part), 4)
+
+
 def score(folder: Path, tokenizer, test, device: str = "cpu") -> dict:
     model = load_model(folder / "model.safetensors").to(device).eval()
     return grpo.summarize(grpo.evaluate(model, tokenizer, test))
@@ -124,16 +130,12 @@ def main(argv=None) -> int:
                 history = json.loads((out / "history.json").read_text())
                 after = score(out, tokenizer, test, args.device)
 
-                def window(key, last):
-                    part = history[-10:] if last else history[:10]
-                    return round(sum(r[key] for r in part) / len(part), 4)
-
                 row = {"name": args.name, "device": args.device, "seed": seed, "steps": steps, "cold": parent_name,
                        "options": run_options, "cold_greedy": before, "grpo_greedy": after,
                        "gain": round(100 * (after["accuracy"] - before["accuracy"]), 2),
                        "seconds": round(sum(r["seconds"] for r in history), 1),
                        "wall_this_leg": round(wall, 1),
-                       "curves": {f"{k} {w}": window(k, w == "last") for k in
+                       "curves": {f"{k} {w}": window(history, k, w == "last") for k in
                                   ("reward", "accuracy", "length", "zero_std", "group_std")
                                   for w in ("first", "last")},
                        "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
